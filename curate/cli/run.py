@@ -1,0 +1,60 @@
+"""`curate run PIPELINE.yaml`: run (or resume) a pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from curate.cli._common import Debug, Json, Quiet, RunDir, Scheduler, Seed, Workers, handle_errors, out, print_accounting, print_json
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        pipeline: Path = typer.Argument(..., help="pipeline YAML (see pipelines/)"),
+        run_dir: str = RunDir,
+        scheduler: str = Scheduler,
+        workers: int = Workers,
+        seed: int = Seed,
+        force: bool = typer.Option(False, "--force", help="recompute every partition, ignoring manifests"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and what resume would skip; run nothing"),
+        set_: list[str] = typer.Option(None, "--set", help="override a pipeline key: --set dedup_phash.threshold=8"),
+        quiet: bool = Quiet,
+        json_: bool = Json,
+        debug: bool = Debug,
+    ) -> None:
+        """Run a pipeline; completed partitions are skipped (resume), changed stages rerun."""
+        from curate.config import load_pipeline
+        from curate.runner import Runner
+
+        with handle_errors(debug):
+            cfg = load_pipeline(pipeline, set_ or [])
+            if seed is not None:
+                cfg.seed = seed
+            runner = Runner(cfg, run_dir, scheduler=scheduler, workers=workers, force=force,
+                            progress=not (quiet or json_))
+            if dry_run:
+                plan = runner.dry_run()
+                if json_:
+                    print_json({"run_dir": runner.run_dir, "stages": plan})
+                    return
+                t = Table(title=f"plan for {cfg.name} in {runner.run_dir}")
+                for col in ("stage", "key", "kind", "partitions", "will skip", "config hash"):
+                    t.add_column(col)
+                for r in plan:
+                    t.add_row(r["stage"], r["key"], r["kind"], "?" if r["partitions"] is None else str(r["partitions"]),
+                              str(r["will_skip"]), r["config_hash"])
+                out.print(t)
+                return
+            summary = runner.run()
+            if json_:
+                print_json(summary)
+                return
+            if not quiet:
+                out.print(f"run dir: {runner.run_dir}   summary: {runner.run_dir}/summary.json   "
+                          f"({summary['seconds']} s)")
+            print_accounting(summary)
+            if not summary["accounting"]["balanced"]:
+                raise typer.Exit(1)

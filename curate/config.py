@@ -1,0 +1,156 @@
+"""Typed pipeline configuration, validated before any compute.
+
+A pipeline YAML names stages by registry key; every other key of a stage entry
+is a parameter of that stage's ``Params`` model (pydantic, ``extra="forbid"``)::
+
+    name: demo
+    run_dir: runs/demo
+    seed: 0
+    stages:
+      - stage: ingest
+        sources: [{type: dicom, path: data/demo/dicom}]
+      - stage: dedup.phash
+        threshold: 6
+        scope: per_group
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curate import registry
+from curate.errors import ConfigError
+
+
+class StageParams(BaseModel):
+    """Parameters every stage has. Subclass per stage; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, description="directory / display name; default: the stage key")
+    on_error: Literal["raise", "skip", "quarantine"] = Field(
+        "quarantine", description="what a bad sample does: stop the run, drop it (counted), or quarantine it"
+    )
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    key: str
+    params: StageParams
+    index: int
+
+    @property
+    def name(self) -> str:
+        return self.params.name or self.key.replace(".", "_")
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.index:02d}_{self.name}"
+
+    def params_json(self) -> dict[str, Any]:
+        return self.params.model_dump(mode="json", exclude={"name"})
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "pipeline"
+    description: str = ""
+    run_dir: str | None = None
+    seed: int = 0
+    stages: list[dict[str, Any]]
+
+    def specs(self) -> list[StageSpec]:
+        return build_specs(self.stages)
+
+
+def _format_validation(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling (see `curate validate --help-stage`)"
+        elif e["type"] == "missing":
+            msg = "required key is missing; add it"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def build_specs(stages: list[dict[str, Any]]) -> list[StageSpec]:
+    if not stages:
+        raise ConfigError("pipeline has no stages; add at least `- stage: ingest`")
+    specs, seen = [], set()
+    for i, entry in enumerate(stages):
+        if not isinstance(entry, dict) or "stage" not in entry:
+            raise ConfigError(f"stages[{i}]: each stage needs a `stage:` key naming a registered stage")
+        entry = dict(entry)
+        key = entry.pop("stage")
+        cls = registry.get(key)
+        try:
+            params = cls.Params(**entry)
+        except ValidationError as err:
+            raise ConfigError(_format_validation(err, f"stages[{i}] ({key})")) from None
+        spec = StageSpec(key=key, params=params, index=i)
+        if spec.name in seen:
+            raise ConfigError(f"stages[{i}] ({key}): duplicate stage name '{spec.name}'; set a distinct `name:`")
+        seen.add(spec.name)
+        specs.append(spec)
+    return specs
+
+
+def set_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``key.path=value`` (YAML-parsed value); ``stages.N.key`` or ``<stage-name>.key``."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set '{assignment}': expected KEY=VALUE, e.g. --set dedup_phash.threshold=8")
+    path, _, raw = assignment.partition("=")
+    value = yaml.safe_load(raw)
+    parts = path.strip().split(".")
+    node: Any = data
+    if parts[0] != "stages" and len(parts) > 1 and parts[0] not in data:
+        named = [s for s in data.get("stages", []) if (s.get("name") or str(s.get("stage", "")).replace(".", "_")) == parts[0]
+                 or s.get("stage") == parts[0]]
+        if not named:
+            raise ConfigError(f"--set '{assignment}': no stage named '{parts[0]}'")
+        node, parts = named[0], parts[1:]
+    for p in parts[:-1]:
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def load_pipeline(path: str | os.PathLike, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML; raise :class:`ConfigError` with a fix on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"pipeline file '{p}' not found; pass the path of a YAML file (see pipelines/)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping with `stages:` at the top level")
+    for o in overrides or []:
+        set_override(data, o)
+    try:
+        cfg = PipelineConfig(**data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, str(p))) from None
+    cfg.specs()  # validate every stage now, before any compute
+    return cfg
+
+
+def config_hash(spec: StageSpec, upstream_hash: str = "", version: str = "1") -> str:
+    """Hash of a stage's parameters chained with everything upstream of it."""
+    blob = json.dumps([upstream_hash, spec.key, version, spec.params_json()], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

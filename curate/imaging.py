@@ -1,0 +1,124 @@
+"""Canonical images: 8-bit, gray (H, W) or RGB (H, W, 3), stored as PNG bytes.
+
+Every source is normalised here so hashes, embeddings and shards see one form:
+
+* bool / 8-bit integers are kept; 16-bit and wider integers and floats are
+  min-max scaled to 0..255 (DICOM/NIfTI get windowing before this);
+* gray+alpha and RGBA are composited over black, palette images expanded;
+* single-channel arrays are gray, 3-channel RGB; anything else is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+
+import numpy as np
+from PIL import Image
+
+from curate.errors import SampleError
+
+Image.MAX_IMAGE_PIXELS = None  # we enforce our own, configurable limit
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale any numeric array to uint8 (min-max for non-8-bit data)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise SampleError("unsupported_dtype", f"pixel dtype {arr.dtype} is not numeric")
+    a = arr.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise SampleError("nan_values", f"{int((~np.isfinite(a)).sum())} NaN/inf pixel values")
+    if np.issubdtype(arr.dtype, np.signedinteger) and arr.dtype.itemsize == 1:
+        a = a + 128.0
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def canonical(arr: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
+    """Return the canonical (H, W) or (H, W, 3) uint8 form of an image array."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (2, 3, 4)):
+        raise SampleError("bad_shape", f"array of shape {arr.shape} is not an image")
+    h, w = arr.shape[:2]
+    if h == 0 or w == 0:
+        raise SampleError("empty_image", f"image has {h}x{w} pixels")
+    if max_pixels and h * w > max_pixels:
+        raise SampleError("too_large", f"{h}x{w} = {h * w} pixels exceeds max_pixels={max_pixels}")
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # composite alpha over black
+        color, alpha = arr[..., :-1], arr[..., -1:]
+        a = to_uint8(alpha).astype(np.float32) / 255.0 if alpha.dtype != np.uint8 else alpha.astype(np.float32) / 255.0
+        arr = np.rint(to_uint8(color).astype(np.float32) * a).astype(np.uint8)
+        if arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(to_uint8(arr))
+
+
+def from_pil(img: Image.Image, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a PIL image (any mode, 8/16-bit) to canonical form."""
+    w, h = img.size
+    if max_pixels and w * h > max_pixels:
+        raise SampleError("too_large", f"{h}x{w} = {h * w} pixels exceeds max_pixels={max_pixels}")
+    mode = img.mode
+    if mode == "P" or mode == "PA":
+        img = img.convert("RGBA")
+    elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("L" if mode == "1" else "RGB")
+    elif mode.startswith("I;16") or mode == "I" or mode == "F":
+        return canonical(np.array(img), max_pixels)
+    return canonical(np.asarray(img), max_pixels)
+
+
+def pixel_hash(arr: np.ndarray) -> str:
+    """Content hash of canonical pixels including the shape."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(arr.shape).encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def sample_id(pix_hash: str, source_uri: str, source_index: int) -> str:
+    return hashlib.blake2b(f"{pix_hash}|{source_uri}|{source_index}".encode(), digest_size=12).hexdigest()
+
+
+def encode_png(arr: np.ndarray, compress_level: int = 1) -> bytes:
+    buf = _io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Canonical bytes back to (H, W) or (H, W, 3) uint8."""
+    with Image.open(_io.BytesIO(data)) as img:
+        return np.asarray(img)
+
+
+def decode_batch(images: list[bytes], size: int | None = None, channels: int | None = None) -> np.ndarray:
+    """Decode PNG bytes into one float32 array (N, C, S, S) in [0, 1], resized to ``size``.
+
+    ``channels`` forces 1 (luma) or 3 (gray replicated); default: 3 if any image is RGB.
+    """
+    decoded = [decode_png(b) for b in images]
+    if channels is None:
+        channels = 3 if any(a.ndim == 3 for a in decoded) else 1
+    out = []
+    for a in decoded:
+        img = Image.fromarray(a)
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        img = img.convert("RGB" if channels == 3 else "L")
+        x = np.asarray(img, dtype=np.float32) / 255.0
+        out.append(x.transpose(2, 0, 1) if channels == 3 else x[None])
+    if not out:
+        return np.zeros((0, channels, size or 1, size or 1), np.float32)
+    return np.stack(out)

@@ -1,0 +1,116 @@
+"""Counts and accounting: every ingested input is kept, removed or quarantined.
+
+``ingested = kept + removed + quarantined`` is computed from the tables on disk
+(not from counters), written to ``RUN_DIR/summary.json`` and printed.
+
+* ingested    - rows the source stages produced + inputs they quarantined
+* quarantined - quarantine entries of source stages + samples a later stage quarantined
+* removed     - rows of ``removals`` tables (dedup.apply's removal log)
+* kept        - real (non-synthetic) rows of the final ``samples`` overlay that no
+  later stage quarantined
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import pyarrow.compute as pc
+
+from curate import io
+from curate.stage import StageContext, Upstream
+
+
+def _stage_rows(run_dir: str, stage_dir: str) -> tuple[dict[str, int], dict[str, int], int]:
+    rows: collections.Counter = collections.Counter()
+    counters: collections.Counter = collections.Counter()
+    parts = io.list_partitions(run_dir, stage_dir, None, ext="json")
+    for pid in parts:
+        m = io.read_json(io.manifest_path(run_dir, stage_dir, pid))
+        rows.update(m.get("rows", {}))
+        counters.update(m.get("stats", {}))
+    return dict(rows), dict(counters), len(parts)
+
+
+def accounting(run_dir: str, upstream: list[Upstream], source_dirs: set[str]) -> dict[str, Any]:
+    ctx = StageContext(run_dir=run_dir, stage="summary", stage_key="summary", partition_id=None, seed=0,
+                       on_error="raise", upstream=tuple(upstream))
+    ingested = quarantined = 0
+    later_q: set[str] = set()
+    skipped = 0
+    for up in upstream:
+        q_parts = io.list_partitions(run_dir, up.dirname, "quarantine")
+        for pid in q_parts:
+            q = io.read_parquet(io.part_path(run_dir, up.dirname, pid, "quarantine"), columns=["sample_id"])
+            if up.dirname in source_dirs:
+                quarantined += q.num_rows
+            else:
+                later_q.update(x for x in q.column("sample_id").to_pylist() if x is not None)
+        if up.dirname in source_dirs:
+            rows, counters, _ = _stage_rows(run_dir, up.dirname)
+            ingested += rows.get("samples", 0) + rows.get("quarantine", 0)
+            skipped += sum(v for k, v in counters.items() if k.startswith("skipped_"))
+    samples = ctx.read_all("samples", columns=["sample_id", "is_synthetic"]) if ctx.has("samples") else None
+    kept = synthetic = 0
+    if samples is not None and samples.num_rows:
+        real = samples.filter(pc.invert(samples.column("is_synthetic")))
+        ids = real.column("sample_id").to_pylist()
+        kept = sum(1 for x in ids if x not in later_q)
+        synthetic = samples.num_rows - real.num_rows
+    removed = 0
+    if ctx.has("removals"):
+        removed = ctx.read_all("removals", columns=["sample_id"]).num_rows
+    quarantined += len(later_q)
+    return {
+        "ingested": ingested,
+        "kept": kept,
+        "removed": removed,
+        "quarantined": quarantined,
+        "synthetic_added": synthetic,
+        "balanced": kept + removed + quarantined == ingested,
+    }
+
+
+def write_summary(run_dir: str, cfg, plans, seconds: float, scheduler: str = "") -> dict[str, Any]:
+    from curate.stage import SourceStage
+
+    stages = {}
+    upstream = []
+    for plan in plans:
+        d = plan.spec.dirname
+        rows, counters, nparts = _stage_rows(run_dir, d)
+        stages[d] = {"key": plan.spec.key, "config_hash": plan.cfg_hash, "partitions": nparts,
+                     "rows": rows, "counters": counters, "params": plan.spec.params_json(), **plan.stats}
+        upstream.append(Upstream(d, tuple(plan.cls.outputs)))
+    sources = {p.spec.dirname for p in plans if issubclass(p.cls, SourceStage)}
+    summary = {
+        "pipeline": cfg.name,
+        "run_dir": run_dir,
+        "seed": cfg.seed,
+        "scheduler": scheduler,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(seconds, 2),
+        "stages": stages,
+        "accounting": accounting(run_dir, upstream, sources),
+    }
+    io.write_json(summary, io.join(run_dir, "summary.json"))
+    return summary
+
+
+def status(run_dir: str) -> dict[str, Any]:
+    """What is in a run directory: stages, partitions done, rows (reads manifests only)."""
+    fs, p = io.fs_and_path(run_dir)
+    if not fs.exists(p):
+        from curate.errors import ConfigError
+
+        raise ConfigError(f"run directory '{run_dir}' does not exist; run `curate run PIPELINE.yaml --run-dir {run_dir}`")
+    out = {"run_dir": run_dir, "locked": io.exists(io.join(run_dir, "run.lock")), "stages": {}}
+    for name in sorted(x.rsplit("/", 1)[-1] for x in fs.ls(p, detail=False)):
+        if len(name) > 3 and name[:2].isdigit() and name[2] == "_":
+            rows, counters, nparts = _stage_rows(run_dir, name)
+            out["stages"][name] = {"partitions_done": nparts, "rows": rows, "counters": counters}
+    summary = io.join(run_dir, "summary.json")
+    if io.exists(summary):
+        out["summary"] = io.read_json(summary)
+    return out
