@@ -93,7 +93,7 @@ def run_task(task: Task) -> dict[str, Any]:
         stage = instance(cls, task.params, task.cfg_hash)
         ctx = _context(task)
         if task.kind == "source":
-            out = stage.read(task.payload, ctx)
+            out = stage.read(Partition(task.pid, task.payload), ctx)
             rows = _write_outputs(stage, ctx, out, task.stage_dir, task.pid)
         elif task.kind == "process":
             table = ctx.read(stage.inputs[0])

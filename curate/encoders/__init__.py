@@ -1,0 +1,96 @@
+"""Encoder registry: a spec string names an encoder, ``name`` or ``name:argument``.
+
+=====================  =====================================================
+spec                   encoder
+=====================  =====================================================
+``pixels``             resize + flatten + PCA (faiss.PCAMatrix) fitted on a
+                       seeded sample; weight-free, deterministic (default)
+``resnet18/resnet50``  plain-torch ResNet, torchvision state_dict keys, from a
+                       local ``weights:`` file (.pt/.pth/.safetensors)
+``random_cnn``         seeded random-init CNN - only when asked for by name
+``timm:<arch>``        timm model + local checkpoint (extra: ``timm``)
+``open_clip:<arch>``   open_clip image tower + local checkpoint (extra: ``open_clip_torch``)
+``onnx:<path>``        an ONNX image model via onnxruntime (extra: ``onnxruntime``)
+=====================  =====================================================
+
+Adding an encoder is one call::
+
+    register_encoder("ssl", "curate.train.ssl:build_encoder")   # spec "ssl:/path/ckpt.pt"
+
+A factory is ``factory(arg: str | None, opts: EncoderOptions) -> Encoder``
+(or a ``"module:function"`` string, imported when first used).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Callable, Union
+
+from curate.encoders.base import Encoder, EncoderOptions
+from curate.errors import ConfigError
+
+Factory = Callable[[Union[str, None], EncoderOptions], Encoder]
+
+_ENCODERS: dict[str, Union[Factory, str]] = {
+    "pixels": "curate.encoders.pixels:build",
+    "resnet18": "curate.encoders.resnet:build_resnet18",
+    "resnet50": "curate.encoders.resnet:build_resnet50",
+    "random_cnn": "curate.encoders.random_cnn:build",
+    "timm": "curate.encoders.external:build_timm",
+    "open_clip": "curate.encoders.external:build_open_clip",
+    "onnx": "curate.encoders.external:build_onnx",
+}
+
+# encoders whose spec needs an argument after the colon
+_NEEDS_ARG = {"timm", "open_clip", "onnx"}
+
+
+def register_encoder(name: str, factory: Union[Factory, str], needs_arg: bool = False) -> None:
+    """Register ``name`` -> factory (callable or ``"module:function"``)."""
+    if ":" in name:
+        raise ValueError(f"encoder name '{name}' must not contain ':'")
+    _ENCODERS[name] = factory
+    if needs_arg:
+        _NEEDS_ARG.add(name)
+
+
+def names() -> list[str]:
+    return sorted(_ENCODERS)
+
+
+def parse(spec: str) -> tuple[str, str | None]:
+    """Split ``'timm:vit_small'`` into ``('timm', 'vit_small')``; check the name is registered."""
+    name, sep, arg = spec.partition(":")
+    if name not in _ENCODERS:
+        hint = difflib.get_close_matches(name, _ENCODERS, n=1)
+        extra = f" Did you mean '{hint[0]}'?" if hint else ""
+        raise ConfigError(f"unknown encoder '{spec}'.{extra} Known: {', '.join(names())} "
+                          f"(forms: name or name:argument, e.g. timm:resnet50, onnx:/path/model.onnx)")
+    if name in _NEEDS_ARG and not arg:
+        raise ConfigError(f"encoder '{name}' needs an argument: '{name}:<...>' (e.g. timm:vit_small_patch16_224, "
+                          f"open_clip:ViT-B-32, onnx:/path/model.onnx)")
+    return name, (arg if sep else None)
+
+
+def _factory(name: str) -> Factory:
+    f = _ENCODERS[name]
+    if isinstance(f, str):
+        module, _, fn = f.partition(":")
+        f = getattr(importlib.import_module(module), fn)
+        _ENCODERS[name] = f
+    return f
+
+
+def build(spec: str, opts: EncoderOptions | None = None) -> Encoder:
+    """Build the encoder ``spec`` (module in eval mode, on CPU)."""
+    name, arg = parse(spec)
+    enc = _factory(name)(arg, opts or EncoderOptions())
+    if enc.module is not None:
+        enc.module.eval()
+        for p in enc.module.parameters():
+            p.requires_grad_(False)
+    return enc
+
+
+__all__ = ["Encoder", "EncoderOptions", "build", "names", "parse", "register_encoder"]

@@ -1,0 +1,261 @@
+"""Medical volumes: DICOM series (pydicom) and NIfTI volumes (nibabel).
+
+DICOM: files are grouped by (PatientID, StudyInstanceUID, SeriesInstanceUID);
+slices are ordered by ImagePositionPatient projected on the slice normal, then
+InstanceNumber; multi-frame files are split into frames; the modality LUT
+(RescaleSlope / RescaleIntercept) is applied, then a CT window, and
+MONOCHROME1 is inverted. NIfTI: a volume is sliced along ``axis`` with one
+window for the whole volume (so adjacent slices stay comparable); empty
+slices can be dropped (counted, quarantined with reason ``empty_slice``).
+``group_id`` is a salted hash of the series / volume identity, never the raw
+PatientID or name.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Iterator
+
+import numpy as np
+
+from curate.errors import ConfigError, SampleError
+from curate.samples import sample_row
+from curate.sources import Bad, ReadOptions, chunks, file_sha256, salted_group
+
+# (center, width) in Hounsfield units; common radiology presets
+WINDOWS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "soft_tissue": (40.0, 400.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "liver": (60.0, 160.0),
+}
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError:
+        raise ConfigError("DICOM sources need pydicom: pip install 'curate[medical]'") from None
+    return pydicom
+
+
+def apply_window(arr: np.ndarray, window, header: tuple | None = None) -> np.ndarray:
+    """Map real-valued pixels to uint8 with a window: preset name, [center, width], 'auto' or 'minmax'."""
+    a = np.asarray(arr, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise SampleError("nan_values", f"{int((~np.isfinite(a)).sum())} NaN/inf pixel values")
+    if isinstance(window, str) and window in WINDOWS:
+        center, width = WINDOWS[window]
+    elif isinstance(window, (list, tuple)):
+        center, width = float(window[0]), float(window[1])
+    elif window == "auto" and header is not None:
+        center, width = header
+    else:  # minmax, or auto without a header window
+        lo, hi = float(a.min()), float(a.max())
+        center, width = (lo + hi) / 2, max(hi - lo, 1e-6)
+    lo = center - width / 2
+    out = np.clip((a - lo) / max(width, 1e-6), 0.0, 1.0) * 255.0
+    return np.rint(out).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------- DICOM
+def _dicom_files(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    out = []
+    for d, dirs, fs in os.walk(path):
+        dirs.sort()
+        out += [os.path.join(d, f) for f in sorted(fs) if not f.startswith(".")]
+    return out
+
+
+def _position(ds) -> float | None:
+    pos, ori = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    if pos is None:
+        return None
+    pos = np.array([float(x) for x in pos])
+    if ori is not None and len(ori) == 6:
+        o = np.array([float(x) for x in ori])
+        return float(np.dot(pos, np.cross(o[:3], o[3:])))
+    return float(pos[2])
+
+
+def plan_dicom(src, partition_size: int, salt: str) -> list[dict]:
+    pydicom = _pydicom()
+    series: dict[tuple, list] = {}
+    bad = []
+    for f in _dicom_files(src.path):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - read() re-reads it and quarantines with the reason
+            bad.append(f)
+            continue
+        key = (str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", f)))
+        inst = ds.get("InstanceNumber")
+        series.setdefault(key, []).append((_position(ds), int(inst) if inst not in (None, "") else None, f))
+    out = []
+    for key in sorted(series):
+        files = series[key]
+        files.sort(key=lambda x: (x[0] is None, x[0] if x[0] is not None else 0.0,
+                                  x[1] if x[1] is not None else 0, x[2]))
+        group = salted_group(salt, "dicom", *key)
+        for start, c in zip(range(0, len(files), partition_size), chunks(files, partition_size)):
+            out.append({"kind": "dicom", "group": group, "files": [x[2] for x in c], "first_slice": start,
+                        "window": src.window})
+    if bad:
+        out.append({"kind": "dicom", "group": None, "files": bad, "first_slice": 0, "window": src.window})
+    return out
+
+
+def _header_window(ds) -> tuple[float, float] | None:
+    c, w = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if c is None or w is None:
+        return None
+    c = c[0] if isinstance(c, (list, tuple)) or hasattr(c, "__len__") and not isinstance(c, str) else c
+    w = w[0] if isinstance(w, (list, tuple)) or hasattr(w, "__len__") and not isinstance(w, str) else w
+    return float(c), float(w)
+
+
+def _dicom_frames(ds) -> list[np.ndarray]:
+    from pydicom.pixels import apply_modality_lut, convert_color_space
+
+    try:
+        arr = ds.pixel_array
+    except Exception as err:  # noqa: BLE001 - missing codec, corrupt pixel data ...
+        raise SampleError("unreadable_pixels", f"cannot decode pixel data ({type(err).__name__}: {err})") from None
+    pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if spp == 1 and pi == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr, spp, pi = apply_color_lut(arr, ds), 3, "RGB"
+    frames = list(arr) if nframes > 1 else [arr]
+    out = []
+    for fr in frames:
+        if spp == 3:
+            if pi.startswith("YBR") and pi != "YBR_RCT" and pi != "YBR_ICT":
+                fr = convert_color_space(fr, pi, "RGB")
+            out.append(fr)
+        else:
+            out.append(apply_modality_lut(fr, ds))
+    return out
+
+
+def read_dicom(payload: dict, opts: ReadOptions) -> Iterator:
+    pydicom = _pydicom()
+    slice_no = payload["first_slice"]
+    for f in payload["files"]:
+        try:
+            digest, _ = file_sha256(f)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(f)
+        except Exception as err:  # noqa: BLE001
+            yield Bad(SampleError("unreadable_dicom", f"not a readable DICOM file ({type(err).__name__}: {err})"), f)
+            continue
+        if "PixelData" not in ds:
+            yield Bad(SampleError("no_pixel_data", f"DICOM object without pixel data (Modality "
+                                                   f"{ds.get('Modality', '?')}, SOP {ds.get('SOPClassUID', '?')})"), f)
+            continue
+        group = payload["group"] or salted_group(opts.group_salt, "dicom", str(ds.get("PatientID", "")),
+                                                 str(ds.get("StudyInstanceUID", "")),
+                                                 str(ds.get("SeriesInstanceUID", f)))
+        try:
+            frames = _dicom_frames(ds)
+        except SampleError as err:
+            yield Bad(err, f)
+            slice_no += 1
+            continue
+        mono1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+        header = _header_window(ds)
+        for i, fr in enumerate(frames):
+            try:
+                if fr.ndim == 2:
+                    u8 = apply_window(fr, payload["window"], header)
+                    if mono1:
+                        u8 = 255 - u8
+                else:
+                    u8 = fr
+                yield sample_row(u8, f, i, group_id=group, slice_index=slice_no if len(frames) == 1 else i,
+                                 source_hash=digest, max_pixels=opts.max_pixels)
+            except SampleError as err:
+                yield Bad(err, f, i)
+        slice_no += 1
+
+
+# ------------------------------------------------------------------------- NIfTI
+def _nifti_files(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
+                  if f.endswith((".nii", ".nii.gz")))
+
+
+def plan_nifti(src, partition_size: int) -> list[dict]:
+    try:
+        import nibabel as nib
+    except ImportError:
+        raise ConfigError("NIfTI sources need nibabel: pip install 'curate[medical]'") from None
+    out = []
+    for f in _nifti_files(src.path):
+        try:
+            shape = nib.load(f).shape
+        except Exception:  # noqa: BLE001 - read() quarantines it
+            out.append({"kind": "nifti", "path": f, "start": 0, "stop": 1, "axis": src.axis, "bad": True})
+            continue
+        if src.axis >= len(shape):
+            raise ConfigError(f"{f}: axis {src.axis} out of range for a volume of shape {shape}; use axis 0..{len(shape) - 1}")
+        n = shape[src.axis]
+        out += [{"kind": "nifti", "path": f, "start": s, "stop": min(n, s + partition_size), "axis": src.axis,
+                 "window": src.window, "drop_empty": src.drop_empty} for s in range(0, n, partition_size)]
+    if not out:
+        raise ConfigError(f"{src.path}: no .nii / .nii.gz files found")
+    return out
+
+
+def _volume_window(vol: np.ndarray, window) -> tuple[float, float]:
+    if isinstance(window, str) and window in WINDOWS:
+        return WINDOWS[window]
+    if isinstance(window, (list, tuple)):
+        return float(window[0]), float(window[1])
+    finite = vol[np.isfinite(vol)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    return float(lo + hi) / 2, max(float(hi - lo), 1e-6)
+
+
+def read_nifti(payload: dict, opts: ReadOptions) -> Iterator:
+    import nibabel as nib
+
+    f = payload["path"]
+    try:
+        digest, _ = file_sha256(f)
+        img = nib.load(f)
+        vol = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as err:  # noqa: BLE001
+        yield Bad(SampleError("unreadable_nifti", f"cannot read NIfTI volume ({type(err).__name__}: {err})"), f)
+        return
+    if payload.get("bad"):
+        yield Bad(SampleError("unreadable_nifti", "header could not be read at planning time"), f)
+        return
+    if vol.ndim == 4:
+        vol = vol[..., 0]
+    window = _volume_window(vol, payload["window"])
+    group = salted_group(opts.group_salt, "nifti", os.path.abspath(f))
+    for k in range(payload["start"], payload["stop"]):
+        sl = np.take(vol, k, axis=payload["axis"])
+        try:
+            if payload["drop_empty"] and (np.nanmax(sl) == np.nanmin(sl) if np.isfinite(sl).any() else True):
+                raise SampleError("empty_slice", f"slice {k} along axis {payload['axis']} is constant (dropped)")
+            u8 = apply_window(sl, list(window))
+            yield sample_row(np.rot90(u8), f, k, group_id=group, slice_index=k, source_hash=digest,
+                             max_pixels=opts.max_pixels)
+        except SampleError as err:
+            yield Bad(err, f, k)

@@ -1,0 +1,155 @@
+"""ingest: read raw images into the canonical ``samples`` table.
+
+Sources (``type:``): ``folder`` (PNG/JPEG/TIFF/BMP, labels from sub-folders,
+``<stem>.txt`` captions), ``npz`` (MedMNIST layout), ``idx`` (Fashion-MNIST
+layout), ``parquet`` (image-bytes column), ``dicom`` (series, windowing),
+``nifti`` (volumes sliced along an axis).
+
+Every sample is decoded to canonical 8-bit gray/RGB PNG; ``pixel_hash`` is the
+content hash of those pixels, ``sample_id`` adds the source position so that it
+is unique. Partitions come from the data (source path + file list or row
+range), so the worker count never changes them. Bad inputs (truncated files,
+non-images, unreadable DICOM, NaN arrays, 0-pixel or over-``max_pixels``
+images, unsupported dtypes) go to quarantine with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Annotated, Literal, Union
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from curate import schemas
+from curate.config import StageParams
+from curate.sources import Bad, ReadOptions, arrays, folder, medical, parquet
+from curate.stage import Partition, SourceStage, StageContext
+
+
+class _Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @staticmethod
+    def _must_exist(v: str | None) -> str | None:
+        if v is not None and not os.path.exists(v):
+            raise ValueError(f"path '{v}' does not exist; fix the path (relative paths are resolved from "
+                             f"the directory you run curate in: {os.getcwd()})")
+        return v
+
+
+class FolderSource(_Source):
+    type: Literal["folder"]
+    path: str
+    labels: Literal["subfolders", "none"] = "subfolders"
+    text_sidecar: bool = Field(True, description="read <stem>.txt next to an image as its text")
+    _check = field_validator("path")(_Source._must_exist)
+
+
+class NpzSource(_Source):
+    type: Literal["npz"]
+    path: str
+    splits: list[str] | None = Field(None, description="e.g. [train, val]; default: every <split>_images array")
+    _check = field_validator("path")(_Source._must_exist)
+
+
+class IdxSource(_Source):
+    type: Literal["idx"]
+    images: str
+    labels: str | None = None
+    _check = field_validator("images", "labels")(_Source._must_exist)
+
+
+class ParquetSource(_Source):
+    type: Literal["parquet"]
+    path: str
+    image_column: str = "image"
+    label_column: str | None = None
+    text_column: str | None = None
+    group_column: str | None = None
+    _check = field_validator("path")(_Source._must_exist)
+
+
+Window = Union[Literal["auto", "minmax", "lung", "mediastinum", "soft_tissue", "bone", "brain", "liver"],
+               tuple[float, float]]
+
+
+class DicomSource(_Source):
+    type: Literal["dicom"]
+    path: str
+    window: Window = Field("auto", description="CT window preset, [center, width], 'auto' (header) or 'minmax'")
+    _check = field_validator("path")(_Source._must_exist)
+
+
+class NiftiSource(_Source):
+    type: Literal["nifti"]
+    path: str
+    axis: int = Field(2, ge=0, le=3)
+    window: Window = Field("auto", description="preset, [center, width], or 'auto' (0.5-99.5 percentile of the volume)")
+    drop_empty: bool = True
+    _check = field_validator("path")(_Source._must_exist)
+
+
+Source = Annotated[Union[FolderSource, NpzSource, IdxSource, ParquetSource, DicomSource, NiftiSource],
+                   Field(discriminator="type")]
+
+
+class IngestParams(StageParams):
+    sources: list[Source] = Field(..., min_length=1)
+    partition_size: int = Field(2048, ge=1, description="samples (files, rows or slices) per partition")
+    max_pixels: int = Field(40_000_000, ge=1, description="larger images are quarantined (reason too_large)")
+    group_salt: str = Field("curate", description="salt for hashing patient / volume identity into group_id")
+
+
+class Ingest(SourceStage):
+    key = "ingest"
+    Params = IngestParams
+    outputs = ("samples",)
+
+    def plan(self, ctx: StageContext) -> list[Partition]:
+        p: IngestParams = self.params
+        parts = []
+        for si, src in enumerate(p.sources):
+            if src.type == "folder":
+                payloads = folder.plan(src, p.partition_size)
+            elif src.type == "npz":
+                payloads = arrays.plan_npz(src, p.partition_size)
+            elif src.type == "idx":
+                payloads = arrays.plan_idx(src, p.partition_size)
+            elif src.type == "parquet":
+                payloads = parquet.plan(src, p.partition_size)
+            elif src.type == "dicom":
+                payloads = medical.plan_dicom(src, p.partition_size, p.group_salt)
+            else:
+                payloads = medical.plan_nifti(src, p.partition_size)
+            for payload in payloads:
+                payload = {"source": si, **payload}
+                pid = hashlib.sha1(json.dumps([src.type, payload], sort_keys=True, default=str).encode()).hexdigest()[:16]
+                parts.append(Partition(pid, payload))
+        return parts
+
+    def read(self, partition: Partition, ctx: StageContext) -> pa.Table:
+        p: IngestParams = self.params
+        payload = partition.payload
+        src = p.sources[payload["source"]]
+        opts = ReadOptions(max_pixels=p.max_pixels, group_salt=p.group_salt)
+        if src.type == "folder":
+            items = folder.read(payload, opts)
+        elif src.type in ("npz", "idx"):
+            items = arrays.read(payload, opts)
+        elif src.type == "parquet":
+            items = parquet.read(payload, opts, src)
+        elif src.type == "dicom":
+            items = medical.read_dicom(payload, opts)
+        else:
+            items = medical.read_nifti(payload, opts)
+        rows = []
+        for item in items:
+            if isinstance(item, Bad):
+                ctx.sample_error(item.error, item.source_uri, item.source_index)
+            else:
+                rows.append(item)
+        ctx.count("samples", len(rows))
+        return pa.Table.from_pylist(rows, schema=schemas.SAMPLES)
