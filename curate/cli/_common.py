@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from curate.errors import CurateError
 
@@ -39,7 +40,7 @@ def handle_errors(debug: bool = False):
             cause = err.__cause__
             if cause is not None and type(cause).__name__ == "_Remote":
                 console.print(str(cause))
-        console.print(f"[bold red]error:[/] {err}")
+        console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]; rerun the same command to resume")
@@ -47,7 +48,7 @@ def handle_errors(debug: bool = False):
     except Exception as err:  # noqa: BLE001 - last line of defence: no traceback without --debug
         if debug:
             console.print_exception()
-        console.print(f"[bold red]internal error:[/] {type(err).__name__}: {err} (rerun with --debug for details)")
+        console.print(f"[bold red]internal error:[/] {type(err).__name__}: {escape(str(err))} (rerun with --debug for details)", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
