@@ -250,7 +250,10 @@ class Runner:
             stage = plan.cls(plan.spec.params)
             return stage.plan(self._base_ctx(plan))
         ctx = self._base_ctx(plan)
-        return [Partition(pid) for pid in ctx.partition_ids(plan.cls.inputs[0])]
+        pids = ctx.partition_ids(plan.cls.inputs[0])
+        if plan.cls.new_partitions is not Stage.new_partitions:  # a stage that adds partitions (inflate.generate)
+            pids += [p for p in plan.cls(plan.spec.params).new_partitions(ctx) if p not in pids]
+        return [Partition(pid) for pid in pids]
 
     def dry_run(self) -> list[dict[str, Any]]:
         rows = []

@@ -165,6 +165,11 @@ class Stage:
     def process(self, table: pa.Table, ctx: StageContext) -> pa.Table | dict[str, pa.Table]:
         raise NotImplementedError
 
+    def new_partitions(self, ctx: StageContext) -> list[str]:
+        """Ids of partitions this stage adds beyond its primary input's (e.g. ``syn-00000``); their input
+        table is None. Decided at plan time from params and upstream tables, never from the worker count."""
+        return []
+
 
 class GlobalStage(Stage):
     """A stage that must see all partitions: ``map`` per partition, then ``reduce``."""
