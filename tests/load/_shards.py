@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from curate.samples import samples_from_arrays
 from curate.stages.shard import build_shard_table, write_shards
@@ -19,9 +18,3 @@ def make_shards(out_dir, n=60, max_rows=17, rg=5, synthetic_every=0, real_replic
     table = build_shard_table(samples, pairs, real_replication)
     index, placements = write_shards(table, str(out_dir), seed=seed, max_rows=max_rows, row_group_max_rows=rg)
     return samples, index, placements
-
-
-@pytest.fixture
-def shards(tmp_path):
-    samples, index, _ = make_shards(tmp_path / "shards")
-    return tmp_path / "shards", samples, index

@@ -1,0 +1,369 @@
+"""``ShardDataset``: a deterministic, resumable ``IterableDataset`` over a shard index.
+
+How samples are split (the rule webdataset users keep asking about):
+
+1. The *canonical stream* of an epoch is the list of row groups ("blocks") of
+   all shards in index order; with ``shuffle=True`` the blocks are permuted by
+   ``(seed, epoch)``. Rows inside a block keep their order. The stream depends
+   only on the index, the seed and the epoch, never on ranks or workers.
+2. With ``U = world_size * num_workers`` units, unit ``u = rank * num_workers +
+   worker`` reads stream positions ``[N*u//U, N*(u+1)//U)``. Rank ``r``
+   therefore always covers ``[N*r//world_size, N*(r+1)//world_size)``,
+   whatever its worker count: no sample is read twice and none is skipped.
+3. ``sample_weight`` is honoured by stochastic replication (``weighting=
+   "replicate"``, the default): a row of weight ``w`` appears ``floor(w)``
+   times plus once more with probability ``frac(w)``, drawn from ``(seed,
+   epoch, row)``. Its expected frequency is proportional to ``w`` (AdaInf's
+   real-data replication factor is baked into the weights by the shard stage);
+   ``weighting="none"`` yields each row once and leaves the weight to the loss.
+4. A shuffle buffer of ``shuffle_buffer`` items (seeded by ``seed, epoch,
+   rank, worker``) mixes each unit's stream. The buffer is simulated on row
+   numbers first, so the whole epoch order of a unit is known up front:
+   resuming mid-epoch (``state_dict`` / ``load_state_dict``) skips exactly the
+   samples already yielded without reading them.
+
+Each item is a dict: ``image`` (uint8 tensor C,H,W), ``sample_id``, ``label``
+(-1 when unknown), ``group_id`` ("" when unknown), ``sample_weight``,
+``is_synthetic``, ``index`` (canonical row number), and with ``pairs="positive"``
+/ ``"triplet"`` also ``positive_image`` / ``negative_image`` (+ ids and
+``has_positive`` / ``has_negative``): a missing partner falls back to the
+anchor itself (a second augmented view, as in SimCLR) and is flagged.
+"""
+
+from __future__ import annotations
+
+import collections
+import io as _io
+import os
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from curate.errors import CurateError
+from curate.load.index import ShardIndex, read_index, verify_shard
+
+_BASE_COLUMNS = ["image", "sample_id", "label", "group_id", "is_synthetic", "sample_weight"]
+
+
+def _decode(data: bytes, size: int | None, channels: int | None) -> torch.Tensor:
+    with Image.open(_io.BytesIO(data)) as img:
+        if channels == 3 and img.mode != "RGB":
+            img = img.convert("RGB")
+        elif channels == 1 and img.mode != "L":
+            img = img.convert("L")
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        arr = np.asarray(img)
+    t = torch.from_numpy(np.array(arr, copy=True))
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def shuffle_buffer_order(n: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
+    """Emission order of a streaming shuffle buffer of ``buffer`` slots over items 0..n-1."""
+    if buffer <= 1 or n <= 1:
+        return np.arange(n, dtype=np.int64)
+    b = min(buffer, n)
+    slots = list(range(b))
+    picks = (rng.random(n - b) * b).astype(np.int64).tolist()
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    for item, j in zip(range(b, n), picks):
+        out[k] = slots[j]
+        slots[j] = item
+        k += 1
+    rest = np.asarray(slots, dtype=np.int64)
+    out[k:] = rest[rng.permutation(len(rest))]
+    return out
+
+
+class _RowStore:
+    """Random access to rows by canonical row number (for positive / negative partners); LRU over row groups."""
+
+    def __init__(self, ds: "ShardDataset", max_groups: int = 64):
+        self.ds = ds
+        self.max_groups = max_groups
+        self.cache: collections.OrderedDict[int, dict[str, list]] = collections.OrderedDict()
+        self._ids: np.ndarray | None = None
+        self._rows: np.ndarray | None = None
+
+    def _build(self) -> None:
+        ids, rows = [], []
+        for s, info in enumerate(self.ds.index.shards):
+            col = pq.read_table(info.path, columns=["sample_id"]).column(0).to_numpy(zero_copy_only=False)
+            ids.append(col.astype("S"))
+            rows.append(np.arange(self.ds._shard_start[s], self.ds._shard_start[s] + info.rows))
+        ids_a = np.concatenate(ids) if ids else np.array([], "S1")
+        rows_a = np.concatenate(rows) if rows else np.array([], np.int64)
+        order = np.argsort(ids_a, kind="stable")
+        self._ids, self._rows = ids_a[order], rows_a[order]
+
+    def row_of(self, sample_id: str) -> int | None:
+        if self._ids is None:
+            self._build()
+        key = np.array([sample_id], dtype=self._ids.dtype) if len(self._ids) else None
+        if key is None:
+            return None
+        i = int(np.searchsorted(self._ids, key[0]))
+        if i < len(self._ids) and self._ids[i] == key[0] and len(sample_id.encode()) <= self._ids.dtype.itemsize:
+            return int(self._rows[i])
+        return None
+
+    def image(self, row: int) -> bytes:
+        b = int(np.searchsorted(self.ds._block_start, row, side="right") - 1)
+        grp = self.cache.get(b)
+        if grp is None:
+            grp = self.ds._read_block(b, ["image"])
+            self.cache[b] = grp
+            if len(self.cache) > self.max_groups:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(b)
+        return grp["image"][row - self.ds._block_start[b]]
+
+
+class ShardDataset(IterableDataset):
+    """Stream samples from the shards of ``index_path`` (see the module docstring for the split rule).
+
+    Args:
+        index_path: index.json, its folder, or a run dir with ``NN_shard/shards/index.json``.
+        rank, world_size: this process's place in distributed training.
+        shuffle_buffer: streaming shuffle buffer size (items); 0 or 1 disables it.
+        seed, epoch: the stream is a pure function of (index, seed, epoch); call :meth:`set_epoch`.
+        shuffle: permute row groups per epoch (and use the buffer); False gives canonical order.
+        weighting: ``"replicate"`` (sample_weight as expected copies) or ``"none"``.
+        pairs: None, ``"positive"`` (anchor + one positive) or ``"triplet"`` (+ one hard negative).
+        size, channels: optional decode-time resize (PIL bilinear) / channel forcing, for mixed-size data.
+        verify: check each shard's sha256 against the index the first time a process opens it.
+        decode: False yields the PNG bytes under ``image`` instead of a tensor.
+    """
+
+    def __init__(self, index_path: str | os.PathLike, rank: int = 0, world_size: int = 1, shuffle_buffer: int = 2048,
+                 seed: int = 0, epoch: int = 0, shuffle: bool = True,
+                 weighting: Literal["replicate", "none"] = "replicate",
+                 pairs: Literal["positive", "triplet"] | None = None, size: int | None = None,
+                 channels: int | None = None, verify: bool = True, decode: bool = True):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise CurateError(f"ShardDataset: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        if weighting not in ("replicate", "none"):
+            raise CurateError(f"ShardDataset: weighting must be 'replicate' or 'none', got '{weighting}'")
+        if pairs not in (None, "positive", "triplet"):
+            raise CurateError(f"ShardDataset: pairs must be None, 'positive' or 'triplet', got '{pairs}'")
+        if channels not in (None, 1, 3):
+            raise CurateError(f"ShardDataset: channels must be None, 1 or 3, got {channels}")
+        self.index: ShardIndex = read_index(index_path)
+        self.index_path = self.index.path
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.shuffle_buffer, self.seed, self.epoch, self.shuffle = int(shuffle_buffer), int(seed), int(epoch), shuffle
+        self.weighting, self.pairs, self.size, self.channels = weighting, pairs, size, channels
+        self.verify, self.decode = verify, decode
+        if pairs and not {"positive_ids", "negative_ids"} <= set(self.index.columns):
+            raise CurateError(f"{self.index_path}: pairs='{pairs}' needs positive_ids/negative_ids columns; "
+                              f"run mine.positives / mine.negatives before the shard stage")
+        # canonical blocks: (shard, row group), with their first canonical row number
+        blocks, starts, shard_start, pos = [], [], [], 0
+        for s, info in enumerate(self.index.shards):
+            shard_start.append(pos)
+            for g, n in enumerate(info.row_groups):
+                blocks.append((s, g, n))
+                starts.append(pos)
+                pos += n
+        self._blocks = blocks
+        self._block_start = np.asarray(starts + [pos], dtype=np.int64)
+        self._shard_start = shard_start
+        self.num_rows = pos
+        self._weights: np.ndarray | None = None
+        self._files: dict[int, pq.ParquetFile] = {}
+        self._store: _RowStore | None = None
+        self._skip: dict[int, int] = {}  # worker id -> items to skip (mid-epoch resume)
+        self._yielded = 0  # items yielded by this object in the current epoch (num_workers=0 use)
+
+    # ---- public state ---------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._skip, self._yielded = int(epoch), {}, 0
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.index.metadata
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position of a single-process iteration (for DataLoader workers use :class:`ShardLoader`)."""
+        return {"epoch": self.epoch, "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
+                "yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_state(state)
+        self.epoch = int(state["epoch"])
+        self._skip = {0: int(state["yielded"])}
+        self._yielded = int(state["yielded"])
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        for k in ("seed", "rank", "world_size"):
+            if k in state and int(state[k]) != getattr(self, k):
+                raise CurateError(f"cannot resume: state has {k}={state[k]} but this dataset has {k}={getattr(self, k)}")
+
+    def set_worker_skips(self, skips: dict[int, int]) -> None:
+        """Items already consumed per DataLoader worker id (set by :class:`ShardLoader` on resume)."""
+        self._skip = {int(k): int(v) for k, v in skips.items()}
+
+    def __len__(self) -> int:
+        """Items this rank yields in the current epoch (replication included)."""
+        return int(sum(self.worker_lengths(1)))
+
+    # ---- the plan of an epoch -------------------------------------------------------------
+    def weights(self) -> np.ndarray:
+        if self._weights is None:
+            if self.index.metadata.get("uniform_weights", False) or "sample_weight" not in self.index.columns:
+                self._weights = np.ones(self.num_rows, np.float64)
+            else:
+                parts = [pq.read_table(s.path, columns=["sample_weight"]).column(0).to_numpy(zero_copy_only=False)
+                         for s in self.index.shards]
+                w = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+                self._weights = np.nan_to_num(np.clip(w, 0, None), nan=1.0)
+        return self._weights
+
+    def _stream(self) -> np.ndarray:
+        """Canonical row numbers in this epoch's stream order (blocks permuted when shuffling)."""
+        nb = len(self._blocks)
+        order = np.arange(nb)
+        if self.shuffle and nb > 1:
+            order = np.random.default_rng([self.seed, self.epoch, 0x5EED]).permutation(nb)
+        starts, lens = self._block_start[:-1][order], np.diff(self._block_start)[order]
+        if not len(lens):
+            return np.zeros(0, np.int64)
+        offs = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        return np.arange(int(lens.sum()), dtype=np.int64) + offs
+
+    def _copies(self, rows: np.ndarray) -> np.ndarray:
+        if self.weighting == "none":
+            return np.ones(len(rows), np.int64)
+        w = self.weights()
+        if np.all(w == 1.0):
+            return np.ones(len(rows), np.int64)
+        u = np.random.default_rng([self.seed, self.epoch, 0xC0B1]).random(self.num_rows)
+        base = np.floor(w)
+        cop = (base + (u < (w - base))).astype(np.int64)
+        return cop[rows]
+
+    def _unit_rows(self, worker: int, num_workers: int, stream: np.ndarray | None = None) -> np.ndarray:
+        """Canonical rows (with replication) of unit (rank, worker), in stream order."""
+        stream = self._stream() if stream is None else stream
+        n, units = len(stream), self.world_size * num_workers
+        u = self.rank * num_workers + worker
+        rows = stream[n * u // units: n * (u + 1) // units]
+        return np.repeat(rows, self._copies(rows))
+
+    def worker_lengths(self, num_workers: int) -> list[int]:
+        """Items each of ``num_workers`` DataLoader workers of this rank yields this epoch."""
+        stream = self._stream()
+        return [len(self._unit_rows(w, max(1, num_workers), stream)) for w in range(max(1, num_workers))]
+
+    def _unit_order(self, worker: int, num_workers: int) -> np.ndarray:
+        rows = self._unit_rows(worker, num_workers)
+        if not self.shuffle:
+            return rows
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0xB0FF])
+        return rows[shuffle_buffer_order(len(rows), self.shuffle_buffer, rng)]
+
+    # ---- reading --------------------------------------------------------------------
+    def _file(self, s: int) -> pq.ParquetFile:
+        f = self._files.get(s)
+        if f is None:
+            info = self.index.shards[s]
+            if self.verify:
+                verify_shard(info, self.index_path)
+            elif not os.path.isfile(info.path):
+                raise CurateError(f"shard '{info.path}' listed in {self.index_path} is missing")
+            f = self._files[s] = pq.ParquetFile(info.path)
+        return f
+
+    def _read_block(self, b: int, columns: list[str]) -> dict[str, list]:
+        s, g, n = self._blocks[b]
+        t = self._file(s).read_row_group(g, columns=columns)
+        if t.num_rows != n:
+            raise CurateError(f"shard '{self.index.shards[s].path}' row group {g} has {t.num_rows} rows, "
+                              f"index.json says {n}; rerun `curate shard`")
+        return {c: t.column(c).to_pylist() for c in columns}
+
+    def _columns(self) -> list[str]:
+        have = set(self.index.columns)
+        cols = [c for c in _BASE_COLUMNS if c in have]
+        if self.pairs:
+            cols += ["positive_ids", "negative_ids"]
+        return cols
+
+    def _item(self, rec: dict[str, Any], row: int, u: tuple[float, float]) -> dict[str, Any]:
+        img = rec["image"]
+        label = rec.get("label")
+        item = {
+            "image": _decode(img, self.size, self.channels) if self.decode else img,
+            "sample_id": rec["sample_id"],
+            "label": -1 if label is None else int(label),
+            "group_id": rec.get("group_id") or "",
+            "sample_weight": float(1.0 if rec.get("sample_weight") is None else rec["sample_weight"]),
+            "is_synthetic": bool(rec.get("is_synthetic") or False),
+            "index": int(row),
+        }
+        if self.pairs:
+            self._add_partner(item, "positive", rec.get("positive_ids") or [], img, u[0])
+            if self.pairs == "triplet":
+                self._add_partner(item, "negative", rec.get("negative_ids") or [], img, u[1])
+        return item
+
+    def _add_partner(self, item: dict, kind: str, ids: list[str], anchor_img: bytes, u: float) -> None:
+        if self._store is None:
+            self._store = _RowStore(self)
+        pid, data = "", anchor_img
+        if ids:
+            cand = ids[min(int(u * len(ids)), len(ids) - 1)]
+            row = self._store.row_of(cand)
+            if row is not None:
+                pid, data = cand, self._store.image(row)
+        item[f"{kind}_id"] = pid
+        item[f"has_{kind}"] = bool(pid)
+        item[f"{kind}_image"] = _decode(data, self.size, self.channels) if self.decode else data
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        order = self._unit_order(worker, num_workers)
+        skip = min(self._skip.get(worker, 0), len(order))
+        todo = order[skip:]
+        if info is None:
+            self._yielded = skip
+        # rows still to emit -> how many times; blocks are read when first needed, rows dropped when done
+        remaining = collections.Counter(todo.tolist())
+        cache: dict[int, dict[str, Any]] = {}
+        cols = self._columns()
+        block_of = np.searchsorted(self._block_start, todo, side="right") - 1
+        loaded: set[int] = set()
+        # partner picks are drawn for the whole epoch up front so a resumed epoch picks the same partners
+        picks = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0x9A1E]).random((len(order), 2))
+        picks = picks[skip:].tolist() if self.pairs else None
+        for j, (row, b) in enumerate(zip(todo.tolist(), block_of.tolist())):
+            rec = cache.get(row)
+            if rec is None:
+                if b in loaded:  # pragma: no cover - a row is cached until its last copy is emitted
+                    raise CurateError("internal loader error: row evicted before use")
+                data = self._read_block(b, cols)
+                loaded.add(b)
+                start = int(self._block_start[b])
+                for i in range(len(data[cols[0]])):
+                    r = start + i
+                    if remaining.get(r):
+                        cache[r] = {c: data[c][i] for c in cols}
+                rec = cache[row]
+            left = remaining[row] - 1
+            if left:
+                remaining[row] = left
+            else:
+                del remaining[row]
+                del cache[row]
+            item = self._item(rec, row, picks[j] if picks is not None else (0.0, 0.0))
+            if info is None:
+                self._yielded += 1
+            yield item
+        self._skip.pop(worker, None)

@@ -1,0 +1,144 @@
+"""``ShardLoader``: a DataLoader over :class:`ShardDataset` that resumes mid-epoch and feeds the device.
+
+PyTorch's DataLoader asks its workers for batches round-robin, skipping a worker
+once it is exhausted. Each worker's item count is known in advance (the
+dataset's plan is deterministic), so from the number of batches the trainer
+consumed we can tell exactly how many items each worker had produced: that is
+all :meth:`ShardLoader.state_dict` stores, and :meth:`load_state_dict` hands
+the per-worker skips to the dataset (the mosaicml-streaming idea, without a
+shared-memory coordinator).
+
+Batches are collated in the workers, pinned by the DataLoader when the target
+is CUDA, then moved with ``non_blocking=True`` (:func:`to_device`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data._utils.collate import default_collate
+
+from curate.errors import CurateError
+from curate.load.dataset import ShardDataset
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors and numbers; keep strings / bytes / lists (ids) as Python lists."""
+    if not items:
+        return {}
+    out: dict[str, Any] = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        v0 = vals[0]
+        if isinstance(v0, torch.Tensor):
+            out[k] = torch.stack(vals)
+        elif isinstance(v0, (bool, int, float)):
+            out[k] = default_collate(vals)
+        else:
+            out[k] = vals
+    return out
+
+
+def to_device(batch: Any, device: torch.device | str, non_blocking: bool = True) -> Any:
+    """Move every tensor of ``batch`` to ``device``; CPU tensors are pinned first when the target is CUDA."""
+    device = torch.device(device)
+    if isinstance(batch, torch.Tensor):
+        if device.type == "cuda" and batch.device.type == "cpu" and not batch.is_pinned():
+            batch = batch.pin_memory()
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def consumed_per_worker(lengths: list[int], batch_size: int, batches: int, drop_last: bool = False) -> list[int]:
+    """Items each worker had produced after the first ``batches`` batches of a DataLoader epoch."""
+    nb = [(n // batch_size) if drop_last else math.ceil(n / batch_size) for n in lengths]
+    taken = [0] * len(lengths)
+    left, rnd = batches, 0
+    while left > 0 and any(b > rnd for b in nb):
+        for w, b in enumerate(nb):
+            if left == 0:
+                break
+            if b > rnd:
+                taken[w] += 1
+                left -= 1
+        rnd += 1
+    return [min(t * batch_size, n) for t, n in zip(taken, lengths)]
+
+
+class ShardLoader:
+    """Batches of a :class:`ShardDataset` on ``device``, resumable mid-epoch.
+
+    ``for batch in loader`` runs one epoch; the epoch number advances after a complete pass
+    (or set it with :meth:`set_epoch`). ``len(loader)`` is the number of batches this epoch.
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int = 0, device: torch.device | str | None = None,
+                 drop_last: bool = False, prefetch_factor: int | None = None, persistent_workers: bool = False,
+                 move_to_device: bool = True):
+        if batch_size < 1:
+            raise CurateError(f"ShardLoader: batch_size must be >= 1, got {batch_size}")
+        self.dataset, self.batch_size, self.num_workers = dataset, int(batch_size), int(num_workers)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.drop_last, self.move_to_device = drop_last, move_to_device
+        self.prefetch_factor, self.persistent_workers = prefetch_factor, persistent_workers and num_workers > 0
+        self._batches = 0  # batches handed out in the current epoch
+
+    def _loader(self) -> DataLoader:
+        kw: dict[str, Any] = {}
+        if self.num_workers > 0:
+            kw["persistent_workers"] = self.persistent_workers
+            if self.prefetch_factor is not None:
+                kw["prefetch_factor"] = self.prefetch_factor
+        return DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate,
+                          drop_last=self.drop_last, pin_memory=self.device.type == "cuda", **kw)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        self._batches = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def __len__(self) -> int:
+        lengths = self.dataset.worker_lengths(self.num_workers)
+        f = (lambda n: n // self.batch_size) if self.drop_last else (lambda n: math.ceil(n / self.batch_size))
+        return sum(f(n) for n in lengths)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        skips: dict[int, int] = {}
+        if self._batches:
+            lengths = self.dataset.worker_lengths(self.num_workers)
+            skips = dict(enumerate(consumed_per_worker(lengths, self.batch_size, self._batches, self.drop_last)))
+        self.dataset.set_worker_skips(skips)
+        for batch in self._loader():
+            self._batches += 1
+            yield to_device(batch, self.device) if self.move_to_device else batch
+        self.dataset.set_epoch(self.dataset.epoch + 1)
+        self._batches = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        d = self.dataset
+        return {"epoch": d.epoch, "batches": self._batches, "batch_size": self.batch_size,
+                "num_workers": self.num_workers, "drop_last": self.drop_last, "seed": d.seed, "rank": d.rank,
+                "world_size": d.world_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in ("batch_size", "num_workers", "drop_last"):
+            if k in state and state[k] != getattr(self, k):
+                raise CurateError(f"cannot resume: state has {k}={state[k]} but this loader has {k}={getattr(self, k)}; "
+                                  f"resume with the same {k} (the sample order depends on it)")
+        self.dataset._check_state(state)
+        self.dataset.set_epoch(int(state["epoch"]))
+        self._batches = int(state["batches"])

@@ -1,0 +1,303 @@
+"""``shard``: the kept (and synthetic) samples as size-bounded Parquet shards + ``index.json``.
+
+mosaicml-streaming's contract: shards first, ``index.json`` (rows, bytes and
+sha256 per shard, the schema, dataset metadata) written last, so a reader never
+sees a half-written dataset. Samples are shuffled once with a seeded
+permutation (deterministic: same run, same shards, same checksums), cut into
+shards bounded by ``max_rows`` and ``max_bytes``, written with zstd and row
+groups of about ``row_group_bytes`` so the loader streams a row group at a time.
+
+Columns: image (PNG), sample_id, label, group_id, is_synthetic, sample_weight,
+positive_ids, negative_ids (from the ``pairs`` table of mine.positives /
+mine.negatives, when they ran), height, width, channels.
+
+``sample_weight`` is 1.0, times AdaInf's real-data replication factor for real
+rows when known: from the ``adainf`` param, or from the ``adainf`` table of an
+upstream ``inflate.adainf`` stage (columns ``real_replication``,
+``augmentation`` JSON, read when present). The factor is baked into the weights
+so the loader honours it with no extra knob; the index's metadata records it
+together with the augmentation recommendation.
+
+Output per partition: the placement of each of its samples (sample_id, shard, row).
+Shards go to ``RUN_DIR/NN_shard/shards/`` next to their ``index.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from curate import io
+from curate.config import StageParams
+from curate.errors import CurateError
+from curate.load.index import FORMAT, INDEX_NAME
+from curate.stage import GlobalStage, StageContext
+
+SHARD_SCHEMA = pa.schema([
+    pa.field("image", pa.binary(), nullable=False),
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("label", pa.int64()),
+    pa.field("group_id", pa.string()),
+    pa.field("is_synthetic", pa.bool_(), nullable=False),
+    pa.field("sample_weight", pa.float32(), nullable=False),
+    pa.field("positive_ids", pa.list_(pa.string())),
+    pa.field("negative_ids", pa.list_(pa.string())),
+    pa.field("height", pa.int32()),
+    pa.field("width", pa.int32()),
+    pa.field("channels", pa.int8()),
+])
+
+PLACEMENTS = pa.schema([
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("row", pa.int64(), nullable=False),
+])
+
+
+class AdaInfSettings(BaseModel):
+    """AdaInf mix (Zhang et al. 2024): replicate real data, weaken augmentation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    real_replication: float = Field(1.0, ge=0, description="sample_weight multiplier of real rows")
+    augmentation: dict[str, float] | None = Field(
+        None, description="recommended SimCLRAugment params, e.g. {crop_min_scale: 0.2, jitter_p: 0.4, jitter_strength: 0.5}")
+
+
+def _plan_cuts(sizes: np.ndarray, max_rows: int, max_bytes: int) -> list[tuple[int, int]]:
+    """Greedy [start, end) shard cuts over rows of ``sizes`` bytes: <= max_rows and <= max_bytes (>= 1 row)."""
+    n = len(sizes)
+    cum = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    cuts, start = [], 0
+    while start < n:
+        end_b = int(np.searchsorted(cum, cum[start] + max_bytes, side="right")) - 1
+        end = min(start + max_rows, max(end_b, start + 1), n)
+        cuts.append((start, end))
+        start = end
+    return cuts
+
+
+def write_shard(table: pa.Table, path: str, row_group_rows: int, compression: str = "zstd",
+                compression_level: int | None = None) -> dict[str, Any]:
+    """Write one shard atomically; return rows, bytes, sha256 and row-group sizes (hash of the in-memory bytes)."""
+    sink = pa.BufferOutputStream()
+    no_dict = {"image", "sample_id", "positive_ids", "negative_ids"}
+    pq.write_table(table, sink, row_group_size=max(1, row_group_rows), compression=compression,
+                   compression_level=compression_level,
+                   use_dictionary=[c for c in table.column_names if c not in no_dict],
+                   write_statistics=[c for c in table.column_names if c not in ("image", "positive_ids", "negative_ids")])
+    buf = sink.getvalue()
+    digest = hashlib.sha256(buf).hexdigest()
+    io._atomic_write(path, lambda f: f.write(buf))
+    n = table.num_rows
+    groups = [min(row_group_rows, n - i) for i in range(0, n, max(1, row_group_rows))] or [0]
+    return {"rows": n, "bytes": buf.size, "sha256": digest, "row_groups": groups}
+
+
+def _write_task(item: tuple[pa.Table, str, int, str, int | None]) -> dict[str, Any]:
+    table, path, rg, comp, level = item
+    return write_shard(table, path, rg, comp, level)
+
+
+def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replication: float = 1.0) -> pa.Table:
+    """The shard columns for ``samples`` (any order), joining mined positive / negative ids by anchor."""
+    n = samples.num_rows
+    ids = samples.column("sample_id")
+    is_syn = samples.column("is_synthetic") if "is_synthetic" in samples.column_names else pa.array([False] * n)
+    is_syn_np = np.asarray(is_syn.to_numpy(zero_copy_only=False), dtype=bool)
+    w = np.where(is_syn_np, 1.0, float(real_replication)).astype(np.float32)
+    pos = neg = pa.nulls(n, pa.list_(pa.string()))
+    if pairs is not None and pairs.num_rows:
+        pos = _ids_by_anchor(pairs.filter(pc.is_valid(pairs.column("positive_kind"))), "positive_id", ids)
+        negrows = pairs.filter(pc.is_valid(pairs.column("negative_ids")))
+        neg = _ids_by_anchor(negrows, "negative_ids", ids)
+
+    def col(name: str, typ: pa.DataType) -> pa.Array:
+        return samples.column(name).cast(typ) if name in samples.column_names else pa.nulls(n, typ)
+
+    return pa.table({
+        "image": samples.column("image").cast(pa.binary()),
+        "sample_id": ids.cast(pa.string()),
+        "label": col("label", pa.int64()),
+        "group_id": col("group_id", pa.string()),
+        "is_synthetic": pa.array(is_syn_np),
+        "sample_weight": pa.array(w),
+        "positive_ids": pos,
+        "negative_ids": neg,
+        "height": col("height", pa.int32()),
+        "width": col("width", pa.int32()),
+        "channels": col("channels", pa.int8()),
+    }, schema=SHARD_SCHEMA)
+
+
+def _ids_by_anchor(pairs: pa.Table, column: str, ids: pa.ChunkedArray) -> pa.Array:
+    """list<string> per sample of ``ids``: the ``column`` values (flattened) of pairs rows anchored at it."""
+    if pairs.num_rows == 0:
+        return pa.nulls(len(ids), pa.list_(pa.string()))
+    vals = pairs.column(column).combine_chunks()
+    anchors = pairs.column("anchor_id").combine_chunks()
+    if pa.types.is_list(vals.type):
+        anchors = pc.take(anchors, pc.list_parent_indices(vals))
+        vals = pc.list_flatten(vals)
+    t = pa.table({"a": anchors, "v": vals}).filter(pc.is_valid(vals))
+    t = t.group_by("a", use_threads=False).aggregate([("v", "list")])
+    idx = pc.index_in(ids, value_set=t.column("a").combine_chunks())
+    out = pc.take(t.column("v_list").combine_chunks(), idx)
+    return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+
+
+def write_shards(table: pa.Table, out_dir: str, *, seed: int = 0, shuffle: bool = True, max_rows: int = 65536,
+                 max_bytes: int = 256 << 20, row_group_bytes: int = 4 << 20, row_group_max_rows: int = 4096,
+                 compression: str = "zstd", compression_level: int | None = 1, metadata: dict[str, Any] | None = None,
+                 mapper=None) -> tuple[dict[str, Any], pa.Table]:
+    """Shuffle, cut and write ``table`` (SHARD_SCHEMA) under ``out_dir``; write index.json last.
+
+    Returns (the index dict, placements: sample_id, shard, row in the order of ``table``).
+    """
+    n = table.num_rows
+    perm = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    sizes = pc.binary_length(table.column("image")).to_numpy(zero_copy_only=False).astype(np.int64)[perm] + 64
+    cuts = _plan_cuts(sizes, max_rows, max_bytes)
+    shuffled = table.take(pa.array(perm)) if shuffle else table
+    items, names = [], []
+    for i, (a, b) in enumerate(cuts):
+        part = shuffled.slice(a, b - a)
+        avg = max(1.0, float(sizes[a:b].mean()))
+        rg = int(max(1, min(row_group_max_rows, row_group_bytes // avg)))
+        name = f"shard-{i:05d}.parquet"
+        names.append(name)
+        items.append((part, io.join(out_dir, name), rg, compression, compression_level))
+    results = mapper(_write_task, items) if mapper is not None and len(items) > 1 else [_write_task(x) for x in items]
+    shards = [{"path": name, **r} for name, r in zip(names, results)]
+    weights = table.column("sample_weight").to_numpy(zero_copy_only=False)
+    index = {
+        "format": FORMAT,
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "num_samples": n,
+        "num_shards": len(shards),
+        "shards": shards,
+        "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+        "metadata": {
+            "seed": seed,
+            "shuffled": shuffle,
+            "uniform_weights": bool(np.all(weights == 1.0)),
+            "synthetic": int(pc.sum(table.column("is_synthetic").cast(pa.int64())).as_py() or 0),
+            "labelled": int(n - table.column("label").null_count),
+            "with_positives": int(n - table.column("positive_ids").null_count),
+            "with_negatives": int(n - table.column("negative_ids").null_count),
+            **(metadata or {}),
+        },
+    }
+    io.write_json(index, io.join(out_dir, INDEX_NAME))
+    # drop shards of an earlier, larger run (after the new index is in place)
+    fs, p = io.fs_and_path(out_dir)
+    keep = set(names) | {INDEX_NAME}
+    for f in fs.ls(p, detail=False):
+        base = f.rsplit("/", 1)[-1]
+        if base.startswith("shard-") and base.endswith(".parquet") and base not in keep:
+            fs.rm(f)
+    shard_of = np.repeat(np.arange(len(cuts)), [b - a for a, b in cuts])
+    row_in = np.concatenate([np.arange(b - a) for a, b in cuts]) if cuts else np.zeros(0, np.int64)
+    inv = np.empty(n, np.int64)
+    inv[perm] = np.arange(n)
+    placements = pa.table({
+        "sample_id": table.column("sample_id"),
+        "shard": pa.array(np.asarray(names, dtype=object)[shard_of[inv]] if n else [], pa.string()),
+        "row": pa.array(row_in[inv] if n else [], pa.int64()),
+    }, schema=PLACEMENTS)
+    return index, placements
+
+
+class Shard(GlobalStage):
+    """Write training shards + index.json from the kept samples (and mined pairs)."""
+
+    key: ClassVar[str] = "shard"
+    inputs: ClassVar[tuple[str, ...]] = ("samples", "pairs", "adainf")
+    outputs: ClassVar[tuple[str, ...]] = ("placements",)
+
+    class Params(StageParams):
+        seed: int | None = Field(None, description="shuffle seed (default: the pipeline seed)")
+        shuffle: bool = Field(True, description="seeded permutation of samples before cutting shards")
+        max_rows: int = Field(65536, ge=1, description="rows per shard at most")
+        max_bytes: int = Field(256 << 20, ge=1 << 10, description="approximate bytes per shard at most")
+        row_group_bytes: int = Field(4 << 20, ge=1 << 10, description="target bytes per row group (streaming unit)")
+        row_group_max_rows: int = Field(4096, ge=1, description="rows per row group at most")
+        compression: str = Field("zstd", description="Parquet codec (zstd, snappy, lz4, none)")
+        compression_level: int | None = Field(1, description="codec level (zstd 1: fast; PNG bytes barely compress)")
+        include_synthetic: bool = Field(True, description="include rows with is_synthetic (inflate output)")
+        adainf: AdaInfSettings | None = Field(None, description="AdaInf settings; default: from an upstream adainf table")
+        dataset_name: str | None = Field(None, description="name recorded in index.json metadata")
+
+    def output_schemas(self) -> dict[str, pa.Schema]:
+        return {"placements": PLACEMENTS}
+
+    def _adainf(self, ctx: StageContext) -> dict[str, Any] | None:
+        if self.params.adainf is not None:
+            return {**self.params.adainf.model_dump(), "source": "stage params"}
+        if not ctx.has("adainf"):
+            return None
+        for _, t in reversed(ctx.read_every("adainf")):
+            if t.num_rows and "real_replication" in t.column_names:
+                row = t.slice(t.num_rows - 1).to_pylist()[0]
+                aug = row.get("augmentation")
+                if isinstance(aug, str):
+                    try:
+                        aug = json.loads(aug)
+                    except json.JSONDecodeError:
+                        aug = None
+                out = {k: v for k, v in row.items() if k not in ("augmentation",)}
+                out.update(real_replication=float(row["real_replication"] or 1.0), augmentation=aug, source="adainf table")
+                return out
+        return None
+
+    def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        cols = ["sample_id", "image", "label", "group_id", "is_synthetic", "height", "width", "channels"]
+        parts, pids = [], []
+        for pid in ctx.partitions:
+            t = ctx.read("samples", pid, columns=cols)
+            if t is None:
+                t = pa.table({c: pa.array([], SHARD_SCHEMA.field(c).type if c in SHARD_SCHEMA.names else pa.string())
+                              for c in cols})
+            if not self.params.include_synthetic:
+                t = t.filter(pc.invert(t.column("is_synthetic")))
+            parts.append(t)
+            pids.extend([pid] * t.num_rows)
+        samples = pa.concat_tables(parts, promote_options="permissive") if parts else None
+        if samples is None or samples.num_rows == 0:
+            raise CurateError("shard: no samples to write; check that upstream stages kept any rows "
+                              "(see `curate status RUN_DIR`)")
+        pairs = ctx.read_all("pairs") if ctx.has("pairs") else None
+        adainf = self._adainf(ctx)
+        rep = float(adainf["real_replication"]) if adainf else 1.0
+        table = build_shard_table(samples, pairs, rep)
+        dup = pc.count_distinct(table.column("sample_id")).as_py()
+        if dup != table.num_rows:
+            raise CurateError(f"shard: {table.num_rows - dup} duplicate sample_ids across partitions; "
+                              f"the samples table must have unique ids (rerun ingest)")
+        out_dir = io.join(ctx.run_dir, ctx.stage, "shards")
+        meta = {"name": self.params.dataset_name, "adainf": adainf,
+                "augmentation": (adainf or {}).get("augmentation"), "source_stage": ctx.stage}
+        p = self.params
+        seed = ctx.seed if p.seed is None else p.seed
+        index, placements = write_shards(
+            table, out_dir, seed=seed, shuffle=p.shuffle, max_rows=p.max_rows, max_bytes=p.max_bytes,
+            row_group_bytes=p.row_group_bytes, row_group_max_rows=p.row_group_max_rows,
+            compression=p.compression, compression_level=p.compression_level, metadata=meta, mapper=ctx.map)
+        ctx.count("shards", index["num_shards"])
+        ctx.count("rows", index["num_samples"])
+        ctx.count("bytes", sum(s["bytes"] for s in index["shards"]))
+        ctx.count("synthetic", index["metadata"]["synthetic"])
+        pid_arr = np.asarray(pids, dtype=object)
+        out = {}
+        for pid in ctx.partitions:
+            mask = pa.array(pid_arr == pid)
+            out[pid] = placements.filter(mask)
+        return out

@@ -1,0 +1,205 @@
+import collections
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curate.imaging import decode_png
+from curate.load import ShardDataset, ShardIntegrityError, ShardLoader
+from curate.load.loader import consumed_per_worker
+
+from tests.load._shards import make_shards
+
+
+def ids(items):
+    return [x["sample_id"] for x in items]
+
+
+def test_round_trip_every_sample_once_with_its_pixels_and_columns(shards):
+    path, samples, index = shards
+    assert index["num_samples"] == 60 and index["num_shards"] == 4
+    assert all(s["rows"] <= 17 for s in index["shards"])
+    items = list(ShardDataset(path, shuffle_buffer=8))
+    assert sorted(ids(items)) == sorted(samples.column("sample_id").to_pylist())
+    by_id = {r["sample_id"]: r for r in samples.to_pylist()}
+    for it in items[:20]:
+        ref = by_id[it["sample_id"]]
+        assert np.array_equal(it["image"][0].numpy(), decode_png(ref["image"]))
+        assert it["label"] == ref["label"] and it["group_id"] == ref["group_id"]
+        assert it["sample_weight"] == 1.0 and it["is_synthetic"] is False
+
+
+def test_index_json_written_with_checksums_and_schema(shards):
+    path, _, index = shards
+    disk = json.loads((path / "index.json").read_text())
+    assert disk["shards"] == index["shards"]
+    names = [c["name"] for c in disk["schema"]]
+    for col in ("image", "sample_id", "label", "group_id", "is_synthetic", "sample_weight", "positive_ids",
+                "negative_ids"):
+        assert col in names
+    import hashlib
+    for s in disk["shards"]:
+        data = (path / s["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == s["sha256"] and len(data) == s["bytes"]
+
+
+def test_checksum_mismatch_is_a_clear_error(tmp_path):
+    path = tmp_path / "s"
+    make_shards(path)
+    index = json.loads((path / "index.json").read_text())
+    victim = path / index["shards"][1]["path"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ShardIntegrityError, match=r"shard-00001.parquet.*corrupt or was modified"):
+        list(ShardDataset(path, shuffle=False))
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    from curate.errors import CurateError
+    with pytest.raises(CurateError, match="no shard index"):
+        ShardDataset(tmp_path)
+
+
+def test_canonical_order_and_epoch_seeding(shards):
+    path, _, _ = shards
+    canon = ids(ShardDataset(path, shuffle=False))
+    placed = [r for s in json.loads((path / "index.json").read_text())["shards"]
+              for r in pa.parquet.read_table(path / s["path"], columns=["sample_id"]).column(0).to_pylist()]
+    assert canon == placed
+    e0 = ids(ShardDataset(path, seed=1, epoch=0))
+    assert e0 == ids(ShardDataset(path, seed=1, epoch=0))
+    assert e0 != ids(ShardDataset(path, seed=1, epoch=1)) and sorted(e0) == sorted(canon)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+def test_rank_worker_split_has_no_duplicates_or_gaps(shards, world, workers):
+    """Per-unit plans (what each DataLoader worker of each rank yields) cover the data exactly once."""
+    path, samples, _ = shards
+    seen = []
+    for rank in range(world):
+        ds = ShardDataset(path, rank=rank, world_size=world, seed=5)
+        for w in range(max(1, workers)):
+            seen.extend(ds._unit_order(w, max(1, workers)).tolist())
+        assert len(ds) == sum(ds.worker_lengths(workers))
+    assert sorted(seen) == list(range(samples.num_rows))
+    # a rank's share does not depend on its worker count
+    r0 = ShardDataset(path, rank=0, world_size=world, seed=5)
+    assert sorted(r0._unit_rows(0, 1).tolist()) == sorted(
+        np.concatenate([r0._unit_rows(w, 3) for w in range(3)]).tolist())
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("world,workers", [(2, 2), (3, 3), (1, 0)])
+def test_real_dataloader_workers_cover_exactly_once(shards, world, workers):
+    path, samples, _ = shards
+    got = []
+    for rank in range(world):
+        loader = ShardLoader(ShardDataset(path, rank=rank, world_size=world), batch_size=4, num_workers=workers,
+                             device="cpu")
+        batches = list(loader)
+        assert len(batches) == len(ShardLoader(ShardDataset(path, rank=rank, world_size=world), 4, workers, "cpu"))
+        got.extend(s for b in batches for s in b["sample_id"])
+    assert sorted(got) == sorted(samples.column("sample_id").to_pylist())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_mid_epoch_resume_is_exact(shards, workers):
+    path, _, _ = shards
+
+    def loader():
+        return ShardLoader(ShardDataset(path, seed=7, shuffle_buffer=16), batch_size=4, num_workers=workers,
+                           device="cpu")
+
+    full = [b["sample_id"] for b in loader()]
+    first = loader()
+    head = []
+    for i, b in enumerate(first):
+        head.append(b["sample_id"])
+        if i == 5:
+            break
+    state = first.state_dict()
+    assert state["batches"] == 6
+    second = loader()
+    second.load_state_dict(json.loads(json.dumps(state)))
+    tail = [b["sample_id"] for b in second]
+    assert head + tail == full
+    assert second.epoch == 1 and second.state_dict()["batches"] == 0
+
+
+def test_dataset_state_dict_without_workers(shards):
+    path, _, _ = shards
+    full = ids(ShardDataset(path, seed=2))
+    ds = ShardDataset(path, seed=2)
+    it = iter(ds)
+    head = [next(it)["sample_id"] for _ in range(13)]
+    state = ds.state_dict()
+    ds2 = ShardDataset(path, seed=2)
+    ds2.load_state_dict(state)
+    assert head + ids(ds2) == full
+
+
+def test_resume_with_other_worker_count_is_refused(shards):
+    from curate.errors import CurateError
+    path, _, _ = shards
+    a = ShardLoader(ShardDataset(path), batch_size=4, num_workers=2, device="cpu")
+    b = ShardLoader(ShardDataset(path), batch_size=4, num_workers=1, device="cpu")
+    with pytest.raises(CurateError, match="num_workers"):
+        b.load_state_dict(a.state_dict())
+
+
+def test_consumed_per_worker_follows_round_robin():
+    # workers with 3, 2, 1 batches of size 2 (last ones partial): order w0 w1 w2 w0 w1 w0
+    assert consumed_per_worker([6, 4, 1], 2, 4) == [4, 2, 1]
+    assert consumed_per_worker([6, 4, 1], 2, 6) == [6, 4, 1]
+    assert consumed_per_worker([5, 5], 2, 5, drop_last=True) == [4, 4]
+
+
+def test_weighted_sampling_proportions(tmp_path):
+    # every 2nd row synthetic; real rows get AdaInf replication 2.5 -> expected frequency ratio 2.5
+    path = tmp_path / "w"
+    samples, index, _ = make_shards(path, n=200, max_rows=64, rg=16, synthetic_every=2, real_replication=2.5)
+    assert index["metadata"]["uniform_weights"] is False
+    syn = dict(zip(samples.column("sample_id").to_pylist(), samples.column("is_synthetic").to_pylist()))
+    counts = collections.Counter()
+    for epoch in range(4):
+        for it in ShardDataset(path, epoch=epoch, shuffle_buffer=32):
+            counts["syn" if syn[it["sample_id"]] else "real"] += 1
+            assert it["sample_weight"] == (1.0 if syn[it["sample_id"]] else 2.5)
+    assert counts["syn"] == 4 * 100
+    ratio = counts["real"] / counts["syn"]
+    assert abs(ratio - 2.5) < 0.15
+    # every real row appears 2 or 3 times per epoch, never 0
+    per = collections.Counter(ids(ShardDataset(path)))
+    assert {per[i] for i, s in syn.items() if not s} <= {2, 3}
+    # weighting="none" ignores the weights
+    assert len(list(ShardDataset(path, weighting="none"))) == 200
+
+
+def test_pairs_and_triplets(tmp_path):
+    path = tmp_path / "p"
+    samples, _, _ = make_shards(tmp_path / "tmp", n=12)
+    sid = samples.column("sample_id").to_pylist()
+    pairs = pa.table({
+        "anchor_id": [sid[0], sid[1]],
+        "positive_id": [sid[5], None],
+        "positive_kind": ["nn", None],
+        "positive_score": pa.array([0.9, None], pa.float32()),
+        "class_pair": pa.array([None, None], pa.string()),
+        "negative_ids": [None, [sid[7], sid[8]]],
+        "negative_scores": pa.array([None, [0.5, 0.4]], pa.list_(pa.float32())),
+    })
+    samples, _, _ = make_shards(path, n=12, pairs=pairs)
+    items = {it["sample_id"]: it for it in ShardDataset(path, pairs="triplet", seed=3)}
+    a0, a1 = items[sid[0]], items[sid[1]]
+    assert a0["has_positive"] and a0["positive_id"] == sid[5]
+    assert np.array_equal(a0["positive_image"].numpy(), items[sid[5]]["image"].numpy())
+    assert not a0["has_negative"] and np.array_equal(a0["negative_image"].numpy(), a0["image"].numpy())
+    assert a1["has_negative"] and a1["negative_id"] in (sid[7], sid[8])
+    assert np.array_equal(a1["negative_image"].numpy(), items[a1["negative_id"]]["image"].numpy())
+    assert not a1["has_positive"]
+    loader = ShardLoader(ShardDataset(path, pairs="triplet"), batch_size=5, device="cpu")
+    b = next(iter(loader))
+    assert b["positive_image"].shape == b["image"].shape == b["negative_image"].shape
