@@ -76,7 +76,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     img = write_idx(str(tmp_path / "big-images-idx3-ubyte.gz"), images)
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(yaml.safe_dump({"name": "kill", "stages": [
-        {"stage": "ingest", "partition_size": 300, "sources": [{"type": "idx", "images": img}]}]}))
+        {"stage": "ingest", "partition_size": 150, "sources": [{"type": "idx", "images": img}]}]}))
     killed = str(tmp_path / "killed")
     proc = subprocess.Popen([sys.executable, "-m", "curate", "run", str(pipeline), "--run-dir", killed,
                              "--scheduler", "sync", "--quiet"], cwd=REPO)
@@ -84,16 +84,16 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline:
         done = [f for f in os.listdir(stage) if f.endswith(".json")] if os.path.isdir(stage) else []
-        if len(done) >= 3:
+        if len(done) >= 2:
             break
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = {f: os.stat(os.path.join(stage, f)).st_mtime_ns for f in os.listdir(stage) if f.endswith(".json")}
-    assert 3 <= len(done_before) < 40, "the run should have been killed mid-stage"
+    assert 2 <= len(done_before) < 80, f"the run should have been killed mid-stage ({len(done_before)} done)"
     cfg = PipelineConfig(**yaml.safe_load(pipeline.read_text()))
     summary = run_pipeline(cfg, killed, scheduler="sync", progress=False)  # stale lock of a dead pid is taken over
-    assert summary["stages"]["00_ingest"]["recomputed"] == 40 - len(done_before)
+    assert summary["stages"]["00_ingest"]["recomputed"] == 80 - len(done_before)
     for f, mtime in done_before.items():  # completed partitions were not recomputed
         assert os.stat(os.path.join(stage, f)).st_mtime_ns == mtime
     clean = str(tmp_path / "clean")
