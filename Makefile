@@ -1,5 +1,5 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test setup fashion-mnist clean
 
 $(BIN)/python:
-	@command -v $(PY) >/dev/null 2>&1 || PY=python3; $${PY:-$(PY)} -m venv $(VENV) || python3 -m venv $(VENV)
+	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "curate needs Python >= 3.11"'
+	$(PY) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[medical,dev]"
 	@touch $(STAMP)
 
