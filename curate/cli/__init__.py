@@ -22,6 +22,7 @@ COMMANDS = [
     "validate",
     "status",
     "ingest",
+    "train_encoder",
 ]
 
 for _name in COMMANDS:

@@ -40,6 +40,7 @@ _ENCODERS: dict[str, Union[Factory, str]] = {
     "timm": "curate.encoders.external:build_timm",
     "open_clip": "curate.encoders.external:build_open_clip",
     "onnx": "curate.encoders.external:build_onnx",
+    "ssl": "curate.encoders.ssl:build",  # trained by `curate train-encoder` (curate.train)
 }
 
 # encoders whose spec needs an argument after the colon

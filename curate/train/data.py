@@ -117,6 +117,11 @@ class SampleBatches:
 
 
 class _PassThrough:
+    """An iterable of batches (e.g. ``curate.load.ShardLoader``), re-iterated epoch after epoch.
+
+    Its ``state_dict`` / ``load_state_dict`` are used for resume when it has them.
+    """
+
     def __init__(self, it: Iterable):
         self.it = it
 
@@ -127,9 +132,15 @@ class _PassThrough:
                 n += 1
                 yield b if isinstance(b, dict) else _batch(b)
             if n == 0:
-                raise ConfigError("the training data iterable is empty")
-            if iter(self.it) is self.it:  # a one-shot iterator: it is exhausted
-                return
+                raise ConfigError("the training data iterable is empty (or a one-shot iterator ran out); "
+                                  "pass a re-iterable dataset or fewer --steps")
+
+    def state_dict(self) -> Any:
+        return self.it.state_dict() if hasattr(self.it, "state_dict") else None
+
+    def load_state_dict(self, state: Any) -> None:
+        if state is not None and hasattr(self.it, "load_state_dict"):
+            self.it.load_state_dict(state)
 
 
 def as_batches(data: Any, batch_size: int, seed: int = 0):
