@@ -47,7 +47,6 @@ class Encoder:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     needs_fit: bool = False
-    uses_torch: bool = True  # False: forward takes/returns numpy (onnxruntime)
     weights_digest: str | None = None
 
     def __init__(self) -> None:

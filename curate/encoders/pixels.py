@@ -1,0 +1,75 @@
+"""``pixels``: resize + flatten + PCA, the weight-free baseline encoder.
+
+Every image is resized to ``image_size`` (default 32, bilinear), flattened and
+projected on the top ``dim`` (default 64) principal components fitted with
+``faiss.PCAMatrix`` on a seeded sample of the whole dataset; ``whiten: true``
+scales each component by eigenvalue^-1/2 (eigen_power -0.5). On small images
+(MNIST-like, 28 px) PCA of raw pixels is the classic near-duplicate baseline
+(Turk & Pentland 1991 "eigenfaces"); it needs no weights and is deterministic.
+If the fit sample has fewer than ``dim + 1`` images, the trailing components
+are zero (cosine is unaffected) and ``components`` in the metadata says so.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import torch
+from torch import nn
+
+from curate.encoders.base import Encoder, EncoderOptions
+
+
+class PixelsEncoder(Encoder):
+    needs_fit = True
+
+    def __init__(self, opts: EncoderOptions):
+        super().__init__()
+        self.image_size = opts.image_size or 32
+        self.channels = opts.channels or 1
+        self.dim = opts.dim or 64
+        self.whiten = opts.whiten
+        self.mean = (0.0,) * self.channels
+        self.std = (1.0,) * self.channels
+        self.name = f"pixels-{self.image_size}px-{'c' if self.channels == 3 else 'g'}-pca{self.dim}" + \
+            ("-white" if self.whiten else "")
+        self.components = 0
+
+    def preprocessing(self) -> dict:
+        d = super().preprocessing()
+        d.update(pca_dim=self.dim, components=self.components, whiten=self.whiten, fit="faiss.PCAMatrix")
+        return d
+
+    def fit(self, images: np.ndarray) -> None:
+        x = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
+        n, d_in = x.shape
+        k = max(0, min(self.dim, n - 1, d_in))
+        A = np.zeros((self.dim, d_in), np.float32)
+        b = np.zeros(self.dim, np.float32)
+        if k > 0:
+            pca = faiss.PCAMatrix(d_in, k, -0.5 if self.whiten else 0.0, False)
+            pca.epsilon = 1e-6
+            pca.train(x)
+            A[:k] = faiss.vector_to_array(pca.A).reshape(k, d_in)
+            b[:k] = faiss.vector_to_array(pca.b)
+        self.set_state(A, b, k)
+
+    def set_state(self, A: np.ndarray, b: np.ndarray, components: int) -> None:
+        lin = nn.Linear(A.shape[1], A.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(A))
+            lin.bias.copy_(torch.from_numpy(b))
+        self.module = nn.Sequential(nn.Flatten(), lin).eval()
+        self.components = int(components)
+        import hashlib
+
+        self.weights_digest = hashlib.sha256(A.tobytes() + b.tobytes()).hexdigest()[:12]
+
+    def state(self) -> dict[str, np.ndarray]:
+        lin = self.module[1]
+        return {"A": lin.weight.detach().cpu().numpy(), "b": lin.bias.detach().cpu().numpy(),
+                "components": np.array(self.components)}
+
+
+def build(arg: str | None, opts: EncoderOptions) -> Encoder:
+    return PixelsEncoder(opts)

@@ -1,0 +1,144 @@
+"""Encoder registry, torchvision-compatible ResNets, pixels PCA, random_cnn, optional extras."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from curate import encoders
+from curate.encoders.base import EncoderOptions
+from curate.encoders.resnet import resnet
+from curate.errors import ConfigError
+
+
+def test_resnet_state_dicts_match_torchvision_layout():
+    # torchvision.models.resnet18(): 122 state_dict entries, 11,689,512 parameters; resnet50: 320 / 25,557,032
+    for arch, entries, params in (("resnet18", 122, 11_689_512), ("resnet50", 320, 25_557_032)):
+        m = resnet(arch)
+        sd = m.state_dict()
+        assert len(sd) == entries
+        assert sum(p.numel() for p in m.parameters()) == params
+        for k in ("conv1.weight", "bn1.running_mean", "bn1.num_batches_tracked", "layer1.0.conv1.weight",
+                  "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_var", "layer4.1.bn2.bias",
+                  "fc.weight", "fc.bias"):
+            assert k in sd
+    assert "layer1.0.conv3.weight" in resnet("resnet50").state_dict()
+
+
+@pytest.fixture(scope="module")
+def resnet18_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    m = resnet("resnet18").eval()
+    with torch.no_grad():  # non-trivial BN statistics so a loading bug shows
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    d = tmp_path_factory.mktemp("ckpt")
+    pt = d / "r18.pt"
+    # wrapped + DataParallel prefix: both are unwrapped on load
+    torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}}, pt)
+    from safetensors.torch import save_file
+
+    st = d / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(st))
+    return m, str(pt), str(st)
+
+
+def test_resnet18_loads_checkpoint_pt_and_safetensors(resnet18_ckpt):
+    ref, pt, st = resnet18_ckpt
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = ref.features(x)
+    for path in (pt, st):
+        enc = encoders.build("resnet18", EncoderOptions(weights=path, image_size=32))
+        assert enc.dim == 512 and enc.image_size == 32 and enc.channels == 3
+        assert enc.id.startswith("resnet18@")
+        with torch.no_grad():
+            torch.testing.assert_close(enc.forward(x), want)
+
+
+def test_resnet_wrong_checkpoint_is_config_error(resnet18_ckpt, tmp_path):
+    _, pt, _ = resnet18_ckpt
+    with pytest.raises(ConfigError, match="tensor shapes|torchvision-style"):
+        encoders.build("resnet50", EncoderOptions(weights=pt))
+    bad = tmp_path / "bad.pt"
+    torch.save({"encoder.w": torch.zeros(3)}, bad)
+    with pytest.raises(ConfigError, match="missing"):
+        encoders.build("resnet18", EncoderOptions(weights=str(bad)))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read weights"):
+        encoders.build("resnet18", EncoderOptions(weights=str(junk)))
+
+
+def test_missing_weights_and_unknown_encoder_are_config_errors():
+    with pytest.raises(ConfigError, match="needs a local checkpoint"):
+        encoders.build("resnet18")
+    with pytest.raises(ConfigError, match="Did you mean 'resnet18'"):
+        encoders.build("resnet81")
+    with pytest.raises(ConfigError, match="needs an argument"):
+        encoders.build("timm")
+
+
+@pytest.mark.parametrize("spec,module", [("timm:resnet18", "timm"), ("open_clip:ViT-B-32", "open_clip"),
+                                         ("onnx:/nonexistent/model.onnx", "onnxruntime")])
+def test_optional_encoders_say_what_to_install(spec, module, tmp_path):
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed")
+    with pytest.raises(ConfigError, match="pip install"):
+        encoders.build(spec, EncoderOptions(weights=str(tmp_path / "w.pt")))
+
+
+def test_register_encoder_is_one_line():
+    from curate.encoders.random_cnn import RandomCNNEncoder
+
+    seen = {}
+
+    def factory(arg, opts):
+        seen["arg"] = arg
+        return RandomCNNEncoder(opts)
+
+    encoders.register_encoder("toy", factory)
+    enc = encoders.build("toy:/some/ckpt.pt", EncoderOptions(image_size=16))
+    assert seen["arg"] == "/some/ckpt.pt" and enc.dim == 256
+    assert "toy" in encoders.names()
+
+
+def test_random_cnn_is_seeded():
+    x = torch.rand(3, 3, 32, 32)
+    a = encoders.build("random_cnn", EncoderOptions(seed=1)).forward(x)
+    b = encoders.build("random_cnn", EncoderOptions(seed=1)).forward(x)
+    c = encoders.build("random_cnn", EncoderOptions(seed=2)).forward(x)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_pixels_pca_separates_near_duplicates():
+    rng = np.random.default_rng(0)
+    base = rng.random((40, 1, 16, 16), dtype=np.float32)
+    enc = encoders.build("pixels", EncoderOptions(image_size=16, dim=8))
+    enc.fit(base)
+    assert enc.components == 8 and enc.needs_fit
+    with torch.no_grad():
+        y = torch.nn.functional.normalize(enc.forward(torch.from_numpy(base)), dim=1)
+        y2 = torch.nn.functional.normalize(
+            enc.forward(torch.from_numpy(base + rng.normal(0, 0.01, base.shape).astype(np.float32))), dim=1)
+    same = (y * y2).sum(1)
+    cross = y @ y.T - torch.eye(40) * 2
+    assert same.min() > 0.97 and cross.max() < same.min()
+    # the fitted state round-trips and fixes the id
+    enc2 = encoders.build("pixels", EncoderOptions(image_size=16, dim=8))
+    st = enc.state()
+    enc2.set_state(st["A"], st["b"], int(st["components"]))
+    assert enc2.id == enc.id
+
+
+def test_pixels_small_fit_sample_pads_components():
+    enc = encoders.build("pixels", EncoderOptions(image_size=8, dim=16))
+    enc.fit(np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32))
+    assert enc.components == 4  # n - 1: the rest are zero rows
+    assert np.all(enc.state()["A"][4:] == 0)
