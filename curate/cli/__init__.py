@@ -22,6 +22,7 @@ COMMANDS = [
     "validate",
     "status",
     "ingest",
+    "card",
     "train_encoder",
 ]
 

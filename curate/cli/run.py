@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="recompute every partition, ignoring manifests"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and what resume would skip; run nothing"),
         set_: list[str] = typer.Option(None, "--set", help="override a pipeline key: --set dedup_phash.threshold=8"),
+        card: bool = typer.Option(True, "--card/--no-card", help="write the data card when the run finishes"),
+        card_dir: str = typer.Option("data_cards", "--card-dir", help="where `--card` writes <run-name>.md"),
         quiet: bool = Quiet,
         json_: bool = Json,
         debug: bool = Debug,
@@ -49,12 +51,17 @@ def register(app: typer.Typer) -> None:
                 out.print(t)
                 return
             summary = runner.run()
+            card_path = None
+            if card:
+                from curate.card.build import build_card
+
+                card_path = build_card(runner.run_dir, card_dir)
             if json_:
                 print_json(summary)
                 return
             if not quiet:
                 out.print(f"run dir: {runner.run_dir}   summary: {runner.run_dir}/summary.json   "
-                          f"({summary['seconds']} s)")
+                          f"({summary['seconds']} s)" + (f"   card: {card_path}" if card_path else ""))
             print_accounting(summary)
             if not summary["accounting"]["balanced"]:
                 raise typer.Exit(1)

@@ -122,7 +122,7 @@ def _header_window(ds) -> tuple[float, float] | None:
 
 
 def _dicom_frames(ds) -> list[np.ndarray]:
-    from pydicom.pixels import apply_modality_lut, convert_color_space
+    from pydicom.pixels import apply_modality_lut
 
     try:
         arr = ds.pixel_array
@@ -139,9 +139,7 @@ def _dicom_frames(ds) -> list[np.ndarray]:
     out = []
     for fr in frames:
         if spp == 3:
-            if pi.startswith("YBR") and pi != "YBR_RCT" and pi != "YBR_ICT":
-                fr = convert_color_space(fr, pi, "RGB")
-            out.append(fr)
+            out.append(fr)  # pydicom >= 3 already converts YBR_* to RGB in pixel_array
         else:
             out.append(apply_modality_lut(fr, ds))
     return out

@@ -38,7 +38,7 @@ def test_run_missing_file_exit_2_and_runtime_error_exit_1(tmp_path, idx_dataset)
     p = tmp_path / "p.yaml"
     p.write_text(f"stages:\n  - stage: ingest\n    sources: [{{type: idx, images: {img}}}]\n"
                  f"  - stage: test.invert\n    fail_on: '*'\n")
-    r = runner.invoke(app, ["run", str(p), "--run-dir", str(tmp_path / "r"), "--scheduler", "sync", "--quiet"])
+    r = runner.invoke(app, ["run", str(p), "--run-dir", str(tmp_path / "r"), "--scheduler", "sync", "--quiet", "--no-card"])
     assert r.exit_code == 1 and "test_invert" in r.output and "partition" in r.output
     assert "Traceback" not in r.output
 
@@ -52,7 +52,7 @@ def test_run_json_dry_run_status_and_ingest(tmp_path, idx_dataset):
     assert r.exit_code == 0
     plan = json.loads(r.output)["stages"]
     assert plan[0]["partitions"] == 3 and plan[0]["will_skip"] == 0
-    r = runner.invoke(app, ["run", str(p), "--run-dir", run_dir, "--scheduler", "sync", "--quiet"])
+    r = runner.invoke(app, ["run", str(p), "--run-dir", run_dir, "--scheduler", "sync", "--quiet", "--no-card"])
     assert r.exit_code == 0 and "ingested 300 = kept 300 + removed 0 + quarantined 0" in r.output
     r = runner.invoke(app, ["run", str(p), "--run-dir", run_dir, "--dry-run", "--json"])
     assert json.loads(r.output)["stages"][0]["will_skip"] == 3
