@@ -292,7 +292,7 @@ class ShardDataset(IterableDataset):
         have = set(self.index.columns)
         cols = [c for c in _BASE_COLUMNS if c in have]
         if self.pairs:
-            cols += ["positive_ids", "negative_ids"]
+            cols += ["positive_ids", "negative_ids"] + (["positive_images"] if "positive_images" in have else [])
         return cols
 
     def _item(self, rec: dict[str, Any], row: int, u: tuple[float, float]) -> dict[str, Any]:
@@ -308,20 +308,25 @@ class ShardDataset(IterableDataset):
             "index": int(row),
         }
         if self.pairs:
-            self._add_partner(item, "positive", rec.get("positive_ids") or [], img, u[0])
+            self._add_partner(item, "positive", rec.get("positive_ids") or [], img, u[0], rec.get("positive_images"))
             if self.pairs == "triplet":
                 self._add_partner(item, "negative", rec.get("negative_ids") or [], img, u[1])
         return item
 
-    def _add_partner(self, item: dict, kind: str, ids: list[str], anchor_img: bytes, u: float) -> None:
-        if self._store is None:
-            self._store = _RowStore(self)
+    def _add_partner(self, item: dict, kind: str, ids: list[str], anchor_img: bytes, u: float,
+                     inline: list[bytes | None] | None = None) -> None:
         pid, data = "", anchor_img
         if ids:
-            cand = ids[min(int(u * len(ids)), len(ids) - 1)]
-            row = self._store.row_of(cand)
-            if row is not None:
-                pid, data = cand, self._store.image(row)
+            j = min(int(u * len(ids)), len(ids) - 1)
+            cand = ids[j]
+            if inline and inline[j] is not None:  # a removed near-duplicate stored with its anchor
+                pid, data = cand, inline[j]
+            else:
+                if self._store is None:
+                    self._store = _RowStore(self)
+                row = self._store.row_of(cand)
+                if row is not None:
+                    pid, data = cand, self._store.image(row)
         item[f"{kind}_id"] = pid
         item[f"has_{kind}"] = bool(pid)
         item[f"{kind}_image"] = _decode(data, self.size, self.channels) if self.decode else data

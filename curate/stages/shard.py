@@ -50,6 +50,8 @@ SHARD_SCHEMA = pa.schema([
     pa.field("sample_weight", pa.float32(), nullable=False),
     pa.field("positive_ids", pa.list_(pa.string())),
     pa.field("negative_ids", pa.list_(pa.string())),
+    # PNG of a positive partner that is not itself in the shards (a copy dedup removed); null otherwise
+    pa.field("positive_images", pa.list_(pa.binary())),
     pa.field("height", pa.int32()),
     pa.field("width", pa.int32()),
     pa.field("channels", pa.int8()),
@@ -88,11 +90,11 @@ def write_shard(table: pa.Table, path: str, row_group_rows: int, compression: st
                 compression_level: int | None = None) -> dict[str, Any]:
     """Write one shard atomically; return rows, bytes, sha256 and row-group sizes (hash of the in-memory bytes)."""
     sink = pa.BufferOutputStream()
-    no_dict = {"image", "sample_id", "positive_ids", "negative_ids"}
+    no_dict = {"image", "sample_id", "positive_ids", "negative_ids", "positive_images"}
     pq.write_table(table, sink, row_group_size=max(1, row_group_rows), compression=compression,
                    compression_level=compression_level,
                    use_dictionary=[c for c in table.column_names if c not in no_dict],
-                   write_statistics=[c for c in table.column_names if c not in ("image", "positive_ids", "negative_ids")])
+                   write_statistics=[c for c in table.column_names if c not in no_dict])
     buf = sink.getvalue()
     digest = hashlib.sha256(buf).hexdigest()
     io._atomic_write(path, lambda f: f.write(buf))
@@ -106,8 +108,12 @@ def _write_task(item: tuple[pa.Table, str, int, str, int | None]) -> dict[str, A
     return write_shard(table, path, rg, comp, level)
 
 
-def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replication: float = 1.0) -> pa.Table:
-    """The shard columns for ``samples`` (any order), joining mined positive / negative ids by anchor."""
+def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replication: float = 1.0,
+                      partners: pa.Table | None = None) -> pa.Table:
+    """The shard columns for ``samples`` (any order), joining mined positive / negative ids by anchor.
+
+    ``partners`` (sample_id, image) supplies images of positives that are not rows of ``samples``.
+    """
     n = samples.num_rows
     ids = samples.column("sample_id")
     is_syn = samples.column("is_synthetic") if "is_synthetic" in samples.column_names else pa.array([False] * n)
@@ -118,6 +124,7 @@ def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replicatio
         pos = _ids_by_anchor(pairs.filter(pc.is_valid(pairs.column("positive_kind"))), "positive_id", ids)
         negrows = pairs.filter(pc.is_valid(pairs.column("negative_ids")))
         neg = _ids_by_anchor(negrows, "negative_ids", ids)
+    pos_img = _inline_images(pos, ids, partners)
 
     def col(name: str, typ: pa.DataType) -> pa.Array:
         return samples.column(name).cast(typ) if name in samples.column_names else pa.nulls(n, typ)
@@ -131,10 +138,27 @@ def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replicatio
         "sample_weight": pa.array(w),
         "positive_ids": pos,
         "negative_ids": neg,
+        "positive_images": pos_img,
         "height": col("height", pa.int32()),
         "width": col("width", pa.int32()),
         "channels": col("channels", pa.int8()),
     }, schema=SHARD_SCHEMA)
+
+
+def _inline_images(pos: pa.Array, ids: pa.ChunkedArray, partners: pa.Table | None) -> pa.Array:
+    """list<binary> aligned with ``pos``: the partner's PNG when it is not a shard row, else null."""
+    n = len(pos)
+    if pos.null_count == n:
+        return pa.nulls(n, pa.list_(pa.binary()))
+    flat = pc.list_flatten(pos)
+    offsets = pos.offsets
+    inside = pc.is_in(flat, value_set=ids.combine_chunks())
+    imgs = pa.nulls(len(flat), pa.binary())
+    if partners is not None and partners.num_rows:
+        j = pc.index_in(flat, value_set=partners.column("sample_id").combine_chunks())
+        imgs = pc.take(partners.column("image").combine_chunks().cast(pa.binary()), j)
+    imgs = pc.if_else(inside, pa.scalar(None, pa.binary()), imgs)
+    return pa.ListArray.from_arrays(offsets, imgs, mask=pc.is_null(pos))
 
 
 def _ids_by_anchor(pairs: pa.Table, column: str, ids: pa.ChunkedArray) -> pa.Array:
@@ -258,6 +282,31 @@ class Shard(GlobalStage):
                 return out
         return None
 
+    @staticmethod
+    def _partner_images(ctx: StageContext, samples: pa.Table, pairs: pa.Table | None) -> pa.Table | None:
+        """Images of positive partners missing from the kept set (removed copies), from the ingested samples."""
+        if pairs is None or pairs.num_rows == 0:
+            return None
+        pos = pairs.filter(pc.is_valid(pairs.column("positive_kind"))).column("positive_id")
+        want = pc.unique(pos.filter(pc.invert(pc.is_in(pos, value_set=samples.column("sample_id").combine_chunks()))))
+        want = want.combine_chunks() if isinstance(want, pa.ChunkedArray) else want
+        if len(want) == 0:
+            return None
+        found = []
+        for up in ctx.producers("samples"):
+            for pid in io.list_partitions(ctx.run_dir, up.dirname, None if up.outputs[0] == "samples" else "samples"):
+                t = io.read_parquet(io.part_path(ctx.run_dir, up.dirname, pid,
+                                                 None if up.outputs[0] == "samples" else "samples"),
+                                    columns=["sample_id", "image"])
+                found.append(t.filter(pc.is_in(t.column("sample_id"), value_set=want)))
+            if found and sum(f.num_rows for f in found) >= len(want):
+                break
+        if not found:
+            return None
+        t = pa.concat_tables(found)
+        _, first = np.unique(np.asarray(t.column("sample_id").to_pylist(), object), return_index=True)
+        return t.take(pa.array(np.sort(first)))
+
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, pa.Table]:
         cols = ["sample_id", "image", "label", "group_id", "is_synthetic", "height", "width", "channels"]
         parts, pids = [], []
@@ -277,7 +326,8 @@ class Shard(GlobalStage):
         pairs = ctx.read_all("pairs") if ctx.has("pairs") else None
         adainf = self._adainf(ctx)
         rep = float(adainf["real_replication"]) if adainf else 1.0
-        table = build_shard_table(samples, pairs, rep)
+        partners = self._partner_images(ctx, samples, pairs)
+        table = build_shard_table(samples, pairs, rep, partners)
         dup = pc.count_distinct(table.column("sample_id")).as_py()
         if dup != table.num_rows:
             raise CurateError(f"shard: {table.num_rows - dup} duplicate sample_ids across partitions; "

@@ -1,0 +1,250 @@
+"""``mine.negatives``: hard negatives per kept sample from FAISS kNN, with false-negative guards.
+
+For every anchor, its kNN over the kept embeddings (exact ``IndexFlatIP`` up to
+``exact_max`` vectors, IVF/HNSW beyond with recall@10 measured and recorded in
+stats as ``knn_recall``) gives candidates; the anchor itself is dropped and the
+rest are ranked 0, 1, ... by similarity. Candidates in the rank window
+``[range_min, range_max)`` pass these guards, each switchable and counted
+(``rejected_<guard>``) because the nearest "negatives" are often the same thing:
+
+* ``near_duplicate`` - same near-duplicate component (linked through dedup's
+  ``decisions`` / ``removals``: sample_id -> representative_id edges);
+* ``group`` - same ``group_id`` (same patient / volume);
+* ``label`` - same label, when labels are known;
+* ``positive`` - one of the anchor's mined positives (always on);
+* ``margin`` - score above ``max_neg_ratio`` x the anchor's positive score
+  (NV-Retriever, Moreira et al. 2024, TopK-PercPos with 95%: ``max_neg_ratio
+  0.95``). The positive score is the best upstream positive (mine.positives)
+  of the anchor, else ``positive_score_default`` (1.0: the anchor's own
+  augmented view).
+
+Of the survivors, ``num_negatives`` are taken: ``top`` (the hardest) or
+``semi_hard`` (uniformly from the ``semi_hard_pool`` hardest survivors, as in
+InterCLR, Xie et al. 2022). One ``pairs`` row per anchor: ``negative_ids`` /
+``negative_scores`` (hardest first), ``positive_id`` / ``positive_score`` =
+the reference positive. Query blocks of ``block_size`` anchors are
+independent tasks (``ctx.map``) that return only the selected negatives, so
+memory stays O(n x num_negatives) at 1M anchors.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, model_validator
+
+from curate import schemas
+from curate.ops import faiss_knn
+from curate.stage import GlobalStage, StageContext
+from curate.stages.mine import _common as C
+
+GUARDS = ("near_duplicate", "group", "label", "positive", "margin")
+
+
+class NegativesParams(C.KnnParams):
+    num_negatives: int = Field(8, ge=1, le=1024, description="hard negatives per anchor")
+    range_min: int = Field(0, ge=0, description="skip the range_min nearest neighbours (rank window start)")
+    range_max: int = Field(50, ge=1, description="consider neighbours ranked below range_max (kNN k = range_max + 1)")
+    sampling: Literal["top", "semi_hard"] = Field("top", description="top: hardest survivors; semi_hard: uniform "
+                                                                    "from the semi_hard_pool hardest (InterCLR)")
+    semi_hard_pool: int = Field(32, ge=1, description="semi_hard: size M of the top-M pool")
+    guard_near_duplicate: bool = Field(True, description="reject candidates in the anchor's near-duplicate group")
+    guard_group: bool = Field(True, description="reject candidates with the anchor's group_id (patient / volume)")
+    guard_label: bool = Field(True, description="reject candidates with the anchor's label (when labels exist)")
+    guard_margin: bool = Field(True, description="reject candidates scoring above max_neg_ratio x positive score")
+    max_neg_ratio: float = Field(0.95, gt=0, le=1.0, description="TopK-PercPos: negatives must score <= this "
+                                                                 "share of the positive's score (NV-Retriever: 0.95)")
+    positive_score_default: float = Field(1.0, description="positive score when the anchor has no mined positive")
+
+    @model_validator(mode="after")
+    def _window(self) -> "NegativesParams":
+        if self.range_min >= self.range_max:
+            raise ValueError(f"range_min ({self.range_min}) must be < range_max ({self.range_max})")
+        return self
+
+
+# ------------------------------------------------------------------ block task
+_AUX: dict[tuple, dict] = {}
+
+
+def _aux(path: str) -> dict:
+    key = (path, os.path.getmtime(path))
+    hit = _AUX.get(key)
+    if hit is None:
+        _AUX.clear()
+        with np.load(path) as z:
+            hit = {k: z[k] for k in z.files}
+        _AUX[key] = hit
+    return hit
+
+
+def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Task: negatives of anchors [a, b). Returns (ids (B, m) with -1 padding, scores (B, m), counters)."""
+    vec_path, index_path, aux_path, a, b, p = item
+    x, index = faiss_knn._load(vec_path, index_path)
+    aux = _aux(aux_path)
+    n = len(x)
+    k = min(p["range_max"] + 1, n)
+    S, I = index.search(np.ascontiguousarray(x[a:b], dtype=np.float32), k)
+    anchors = np.arange(a, b, dtype=np.int64)[:, None]
+    valid = (I >= 0) & (I != anchors)
+    rank = np.cumsum(valid, axis=1) - 1
+    window = valid & (rank >= p["range_min"]) & (rank < p["range_max"])
+    J = np.where(I >= 0, I, 0)
+    counts: dict[str, int] = {"candidates": int(window.sum())}
+    reject = np.zeros_like(window)
+    checks = []
+    if p["guard_near_duplicate"]:
+        checks.append(("near_duplicate", aux["dup"][J] == aux["dup"][anchors]))
+    if p["guard_group"]:
+        g = aux["group"]
+        checks.append(("group", (g[anchors] >= 0) & (g[J] == g[anchors])))
+    if p["guard_label"]:
+        lab = aux["label"]
+        checks.append(("label", (lab[anchors] >= 0) & (lab[J] == lab[anchors])))
+    if len(aux["pos_keys"]):
+        keys = anchors * n + J
+        pos = np.isin(keys.ravel(), aux["pos_keys"], assume_unique=False).reshape(keys.shape)
+        checks.append(("positive", pos))
+    if p["guard_margin"]:
+        checks.append(("margin", S > p["max_neg_ratio"] * aux["pos_score"][anchors]))
+    for name, hit in checks:
+        hit = hit & window
+        counts[f"rejected_{name}"] = int(hit.sum())
+        reject |= hit
+    ok = window & ~reject
+    counts["rejected_any"] = int((window & reject).sum())
+    m = p["num_negatives"]
+    if p["sampling"] == "semi_hard":
+        pool = ok & (np.cumsum(ok, axis=1) <= p["semi_hard_pool"])
+        rng = np.random.default_rng([p["seed"], a])
+        keys = np.where(pool, rng.random(pool.shape), np.inf)
+        pick = np.argsort(keys, axis=1, kind="stable")[:, :m]
+        picked_ok = np.take_along_axis(pool, pick, 1)
+        pick = np.where(picked_ok, pick, k + 1)  # unpicked sort last
+        pick = np.sort(pick, axis=1)  # back to rank order (hardest first)
+        picked_ok = pick <= k
+        pick = np.minimum(pick, k - 1)
+    else:
+        order = np.argsort(~ok, axis=1, kind="stable")[:, :m]  # survivors first, in rank order
+        pick = order
+        picked_ok = np.take_along_axis(ok, pick, 1)
+    if pick.shape[1] < m:  # fewer candidates than num_negatives (tiny data)
+        pad = m - pick.shape[1]
+        pick = np.pad(pick, ((0, 0), (0, pad)))
+        picked_ok = np.pad(picked_ok, ((0, 0), (0, pad)))
+    ids = np.where(picked_ok, np.take_along_axis(I, pick, 1), -1)
+    scores = np.where(picked_ok, np.take_along_axis(S, pick, 1), np.nan).astype(np.float32)
+    got = picked_ok.sum(1)
+    counts["negatives"] = int(got.sum())
+    counts["anchors_short"] = int((got < m).sum())
+    counts["anchors_without_negatives"] = int((got == 0).sum())
+    return ids.astype(np.int64), scores, counts
+
+
+def list_column(idx: np.ndarray, values: np.ndarray, mask: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """Rows of ``values`` (B, m) where ``mask`` as a list<value_type> array (vectorised)."""
+    lens = mask.sum(1)
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    flat = values[mask]
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, value_type))
+
+
+class MineNegatives(GlobalStage):
+    key: ClassVar[str] = "mine.negatives"
+    version: ClassVar[str] = "1"
+    Params = NegativesParams
+    inputs: ClassVar[tuple[str, ...]] = ("samples", "embeddings", "decisions", "removals", "pairs")
+    outputs: ClassVar[tuple[str, ...]] = ("pairs",)
+
+    def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        p: NegativesParams = self.params
+        kept, missing = C.load_kept(ctx, self.key)
+        if missing:
+            ctx.count("no_embedding", missing)
+        n = len(kept)
+        seed = ctx.seed if p.seed is None else p.seed
+        upstream = {pid: C.upstream_pairs(ctx, pid) for pid in ctx.partitions}
+        if n == 0:
+            return {pid: C.positive_rows(t) for pid, t in upstream.items()}
+        # reference positives: best upstream positive per anchor; partners are excluded from negatives
+        row = C.row_index(kept.ids)
+        pos_score = np.full(n, p.positive_score_default, np.float32)
+        best = np.full(n, np.nan, np.float32)
+        best_id = np.full(n, None, object)
+        pos_keys = []
+        for t in upstream.values():
+            pr = C.positive_rows(t)
+            if pr.num_rows == 0:
+                continue
+            a = np.array([row.get(s, -1) for s in pr.column("anchor_id").to_pylist()], np.int64)
+            q = np.array([row.get(s, -1) for s in pr.column("positive_id").to_pylist()], np.int64)
+            sc = pr.column("positive_score").fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32)
+            pid_ = np.asarray(pr.column("positive_id").to_pylist(), object)
+            both = (a >= 0) & (q >= 0)
+            pos_keys.append(a[both] * n + q[both])
+            for ai, s, qi in zip(a[a >= 0], sc[a >= 0], pid_[a >= 0]):
+                if np.isfinite(s) and not (s <= best[ai]):
+                    best[ai], best_id[ai] = s, qi
+        has = np.isfinite(best)
+        pos_score[has] = best[has]
+        ctx.count("anchors_with_positive_reference", int(has.sum()))
+        work = C.work_dir(ctx, "_knn")
+        spec = p.knn_spec(seed)
+        vec_path, index_path, index = faiss_knn.prepare(kept.x, work, spec)
+        kind = spec.resolve(n)
+        ctx.counters["knn_index_" + kind] = 1
+        if kind != "flat" and n > 1:
+            ctx.counters["knn_recall"] = round(faiss_knn.measure_recall(index, kept.x, min(10, n), 1000, seed), 4)
+        del index
+        aux_path = os.path.join(work, "aux.npz")
+        np.savez(aux_path, label=kept.label, group=kept.group, dup=kept.dup, pos_score=pos_score,
+                 pos_keys=np.unique(np.concatenate(pos_keys)) if pos_keys else np.zeros(0, np.int64))
+        if not kept.has_labels and p.guard_label:
+            ctx.count("label_guard_inactive_no_labels")
+        prm = dict(range_max=p.range_max, range_min=p.range_min, num_negatives=p.num_negatives,
+                   sampling=p.sampling, semi_hard_pool=p.semi_hard_pool, guard_near_duplicate=p.guard_near_duplicate,
+                   guard_group=p.guard_group, guard_label=p.guard_label, guard_margin=p.guard_margin,
+                   max_neg_ratio=p.max_neg_ratio, seed=seed)
+        items = [(vec_path, index_path, aux_path, a, min(a + p.block_size, n), prm) for a in range(0, n, p.block_size)]
+        results = ctx.map(mine_block, items)
+        ids = np.concatenate([r[0] for r in results])
+        scores = np.concatenate([r[1] for r in results])
+        for r in results:
+            for k_, v in r[2].items():
+                ctx.count(k_, v)
+        ctx.count("anchors", n)
+        mask = ids >= 0
+        neg_ids = kept.ids[np.where(mask, ids, 0)]
+        out = {}
+        for pid in ctx.partitions:
+            sel = np.nonzero(kept.pids == pid)[0]
+            if len(sel) == 0:
+                out[pid] = C.positive_rows(upstream[pid])
+                continue
+            m = mask[sel]
+            ref_has = has[sel]
+            neg = pa.table({
+                "anchor_id": pa.array(kept.ids[sel], pa.string()),
+                "positive_id": pa.array(np.where(ref_has, best_id[sel], None), pa.string()),
+                "positive_kind": pa.nulls(len(sel), pa.string()),
+                "positive_score": pa.array(pos_score[sel], pa.float32()),
+                "class_pair": pa.nulls(len(sel), pa.string()),
+                "negative_ids": list_column(sel, neg_ids[sel], m, pa.string()),
+                "negative_scores": list_column(sel, scores[sel], m, pa.float32()),
+            }, schema=schemas.PAIRS)
+            out[pid] = pa.concat_tables([C.positive_rows(upstream[pid]), neg])
+        return out
+
+
+def mined_negatives(pairs: pa.Table) -> pa.Table:
+    """The negative rows of a pairs table (one per anchor)."""
+    if pairs.num_rows == 0:
+        return pairs
+    return pairs.filter(pc.is_valid(pairs.column("negative_ids")))
+
+
