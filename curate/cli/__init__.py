@@ -24,6 +24,7 @@ COMMANDS = [
     "ingest",
     "card",
     "train_encoder",
+    "eval",
 ]
 
 for _name in COMMANDS:
