@@ -1,0 +1,117 @@
+import hashlib
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curate.config import PipelineConfig
+from curate.load import ShardDataset
+from curate.runner import run_pipeline
+from curate.samples import samples_from_arrays
+from curate.stages.shard import _plan_cuts, build_shard_table, write_shards
+from tests.conftest import idx_pipeline, read_run_table
+
+
+def pipeline(idx_dataset, **shard):
+    img, lab, *_ = idx_dataset
+    cfg = idx_pipeline(img, lab, partition_size=70)
+    cfg["stages"].append({"stage": "shard", **shard})
+    return PipelineConfig(**cfg)
+
+
+def test_shard_stage_round_trip_and_index(tmp_path, idx_dataset):
+    _, _, images, labels = idx_dataset
+    run = tmp_path / "run"
+    summary = run_pipeline(pipeline(idx_dataset, max_rows=64, row_group_max_rows=16), str(run), scheduler="sync",
+                           progress=False)
+    d = run / "01_shard" / "shards"
+    index = json.loads((d / "index.json").read_text())
+    assert index["num_samples"] == 300 and index["num_shards"] == 5
+    assert [s["rows"] for s in index["shards"]] == [64, 64, 64, 64, 44]
+    for s in index["shards"]:
+        data = (d / s["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == s["sha256"] and len(data) == s["bytes"]
+        md = pq.ParquetFile(d / s["path"]).metadata
+        assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == s["row_groups"]
+        assert md.row_group(0).column(0).compression == "ZSTD"
+    # placements: one per sample, per partition, pointing at the right row
+    placed = read_run_table(run, "01_shard")
+    assert placed.num_rows == 300
+    first = placed.slice(0, 1).to_pylist()[0]
+    t = pq.read_table(d / first["shard"])
+    assert t.column("sample_id")[first["row"]].as_py() == first["sample_id"]
+    # the loader sees the pixels and labels that went in
+    got = {it["label"]: 0 for it in ShardDataset(run)}
+    assert len(list(ShardDataset(run))) == 300 and set(got) == set(labels.tolist())
+    assert summary["stages"]["01_shard"]["partitions"] == 5
+
+
+def test_shuffle_is_deterministic_and_seeded(tmp_path, idx_dataset):
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    run_pipeline(pipeline(idx_dataset, max_rows=100), str(a), scheduler="sync", progress=False)
+    run_pipeline(pipeline(idx_dataset, max_rows=100), str(b), scheduler="sync", progress=False)
+    ia = json.loads((a / "01_shard/shards/index.json").read_text())
+    ib = json.loads((b / "01_shard/shards/index.json").read_text())
+    assert [s["sha256"] for s in ia["shards"]] == [s["sha256"] for s in ib["shards"]]
+    c = tmp_path / "c"
+    run_pipeline(pipeline(idx_dataset, max_rows=100, seed=1), str(c), scheduler="sync", progress=False)
+    ic = json.loads((c / "01_shard/shards/index.json").read_text())
+    assert [s["sha256"] for s in ia["shards"]] != [s["sha256"] for s in ic["shards"]]
+
+
+def test_byte_limit_and_rerun_removes_stale_shards(tmp_path, idx_dataset):
+    run = tmp_path / "run"
+    run_pipeline(pipeline(idx_dataset, max_rows=10), str(run), scheduler="sync", progress=False)
+    assert len(list((run / "01_shard/shards").glob("shard-*.parquet"))) == 30
+    run_pipeline(pipeline(idx_dataset, max_bytes=8 * 1024), str(run), scheduler="sync", progress=False)
+    index = json.loads((run / "01_shard/shards/index.json").read_text())
+    files = sorted(p.name for p in (run / "01_shard/shards").glob("shard-*.parquet"))
+    assert files == [s["path"] for s in index["shards"]]
+    assert all(s["bytes"] <= 8 * 1024 + 4096 for s in index["shards"])  # estimate + parquet footer
+    assert sum(s["rows"] for s in index["shards"]) == 300
+
+
+def test_plan_cuts_respects_both_limits():
+    sizes = np.array([10, 10, 10, 50, 10, 10, 200, 10])
+    cuts = _plan_cuts(sizes, max_rows=3, max_bytes=40)
+    assert cuts == [(0, 3), (3, 4), (4, 6), (6, 7), (7, 8)]
+    assert sum(b - a for a, b in cuts) == len(sizes)
+
+
+def test_adainf_replication_becomes_weights_and_metadata(tmp_path, idx_dataset):
+    run = tmp_path / "run"
+    aug = {"crop_min_scale": 0.2, "jitter_p": 0.4, "jitter_strength": 0.5}
+    run_pipeline(pipeline(idx_dataset, adainf={"real_replication": 2.0, "augmentation": aug}), str(run),
+                 scheduler="sync", progress=False)
+    index = json.loads((run / "01_shard/shards/index.json").read_text())
+    assert index["metadata"]["adainf"]["real_replication"] == 2.0
+    assert index["metadata"]["augmentation"] == aug and index["metadata"]["uniform_weights"] is False
+    ds = ShardDataset(run)
+    assert len(ds) == 600  # every real row twice
+    from curate.load import SimCLRAugment
+    a = SimCLRAugment.from_params(32, ds.metadata["augmentation"])
+    assert (a.crop_min_scale, a.jitter_p, a.jitter_strength) == (0.2, 0.4, 0.5)
+
+
+def test_build_shard_table_weights_synthetic_rows_once():
+    s = samples_from_arrays([np.full((3, 3), i, np.uint8) for i in range(4)], is_synthetic=[False, True, False, True])
+    t = build_shard_table(s, None, real_replication=3.0)
+    assert t.column("sample_weight").to_pylist() == [3.0, 1.0, 3.0, 1.0]
+
+
+def test_write_throughput_close_to_bare_pyarrow(tmp_path):
+    """Smoke version of benchmarks/loader_speed: our writer is not slower than 0.5x a bare write_table."""
+    import time
+    rng = np.random.default_rng(0)
+    s = samples_from_arrays([rng.integers(0, 255, (16, 16), dtype=np.uint8) for _ in range(2000)])
+    t = build_shard_table(s, None)
+    t0 = time.perf_counter()
+    pq.write_table(t, tmp_path / "bare.parquet", compression="zstd")
+    bare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    write_shards(t, str(tmp_path / "ours"), max_rows=500)
+    ours = time.perf_counter() - t0
+    assert ours < max(2.0 * bare, 0.2)
