@@ -88,3 +88,28 @@ def near_duplicate_images(n_unique: int = 30, n_dups: int = 10, size: int = 28, 
     copies = [np.clip(imgs[i] + rng.normal(0, 2.0, (size, size)) + 5, 0, 255) for i in range(n_dups)]
     arr = np.stack(imgs + copies).astype(np.uint8)
     return arr, {n_unique + i: i for i in range(n_dups)}
+
+
+class AHash(Stage):
+    """64-bit average hash (8x8 mean threshold) into a ``hashes`` table - a stand-in for dedup.phash."""
+
+    key = "test.ahash"
+    Params = StageParams
+    inputs = ("samples",)
+    outputs = ("hashes",)
+
+    def process(self, table, ctx):
+        from PIL import Image
+
+        from curate import imaging
+
+        out = []
+        for b in table.column("image").to_pylist():
+            a = np.asarray(Image.fromarray(imaging.decode_png(b)).convert("L").resize((8, 8), Image.BILINEAR), float)
+            bits = (a > a.mean()).reshape(-1)
+            out.append(int(sum(1 << (63 - i) for i in range(64) if bits[i])))
+        return pa.table({"sample_id": table.column("sample_id"), "phash": pa.array(out, pa.uint64()),
+                         "dhash": pa.array(out, pa.uint64()), "minhash": pa.nulls(len(out), pa.list_(pa.uint64()))})
+
+
+registry.register("test.ahash", "tests.stages.dedup._helpers:AHash")
