@@ -1,0 +1,105 @@
+"""Union-find / connected components over pair lists, vectorised (scipy.sparse.csgraph).
+
+Every dedup method ends the same way: a list of "these two are duplicates" edges
+becomes groups (connected components), and one member per group is kept. The
+helpers here do that deterministically: component labels are the smallest
+member index, and the representative of a group is its member ranked first by
+a caller-given order (e.g. source order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Connected components of ``n`` nodes joined by edges ``src[k] -- dst[k]``.
+
+    Returns ``labels`` (int64, shape (n,)): the smallest node index of each
+    node's component, so labels do not depend on edge order.
+    """
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if src.size == 0:
+        return np.arange(n, dtype=np.int64)
+    graph = coo_matrix((np.ones(src.size, np.int8), (src, dst)), shape=(n, n)).tocsr()
+    _, lab = connected_components(graph, directed=False)
+    smallest = np.full(lab.max() + 1, n, dtype=np.int64)
+    np.minimum.at(smallest, lab, np.arange(n, dtype=np.int64))
+    return smallest[lab]
+
+
+def components_by_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges joining every row to the first row with the same key (for exact-match grouping).
+
+    Returns ``(src, dst)``; rows whose key is unique produce no edge. ``keys``
+    may be any 1-d array that ``np.unique`` can sort (strings, ints).
+    """
+    keys = np.asarray(keys)
+    if keys.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    head = first[inverse]
+    idx = np.arange(keys.size, dtype=np.int64)
+    dup = head != idx
+    return idx[dup], head[dup].astype(np.int64)
+
+
+def representatives(labels: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For every node, the member of its component with the smallest ``rank`` (ties: smallest index)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n = labels.size
+    if n == 0:
+        return np.zeros(0, np.int64)
+    order = np.lexsort((np.arange(n), np.asarray(rank)))  # by rank, then index
+    best = np.full(n, -1, dtype=np.int64)
+    # walk nodes from best to worst rank; the first one seen per label wins
+    lab_sorted = labels[order]
+    _, first = np.unique(lab_sorted, return_index=True)
+    best[lab_sorted[first]] = order[first]
+    return best[labels]
+
+
+class UnionFind:
+    """Incremental union-find with path halving, for callers that add edges one batch at a time."""
+
+    def __init__(self, n: int):
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, x: int) -> int:
+        p = self.parent
+        while p[x] != x:
+            p[x] = p[p[x]]
+            x = p[x]
+        return int(x)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            lo, hi = (ra, rb) if ra < rb else (rb, ra)
+            self.parent[hi] = lo
+
+    def union_many(self, src: np.ndarray, dst: np.ndarray) -> None:
+        for a, b in zip(np.asarray(src).tolist(), np.asarray(dst).tolist()):
+            self.union(a, b)
+
+    def labels(self) -> np.ndarray:
+        """Smallest member index of every node's set (same convention as :func:`components`)."""
+        return np.array([self.find(i) for i in range(self.parent.size)], dtype=np.int64)
+
+
+def keep_first(labels: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep-first decisions for groups ``labels``: ``(rep, keep, size)`` per node.
+
+    ``rep`` is the member of the node's group with the smallest ``rank``; it is
+    kept, every other member is removed in its favour; ``size`` is the group size.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    rep = representatives(labels, rank)
+    keep = rep == np.arange(labels.size)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return rep, keep, counts[inverse]
