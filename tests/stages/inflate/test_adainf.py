@@ -85,9 +85,9 @@ def test_proxy_grid_picks_the_best_cell():
     labels = torch.arange(40) % 2
     real[labels == 1] //= 4  # class 1 darker: learnable
     syn = torch.from_numpy(rng.integers(0, 256, (30, 1, 8, 8), dtype=np.uint8))
-    best, cells = proxy_grid(real, labels, syn, [None, 0.5], [0.0, 1.0],
+    best, cells = proxy_grid(real, labels, syn, [None, 0.5], [1.0],
                              {"steps": 2, "batch_size": 8, "arch": "resnet_tiny", "device": "cpu"},
                              probe_fraction=0.25)
-    assert len(cells) == 4 and best == max(cells, key=lambda c: c["linear_acc"])
-    assert {c["aug_strength"] for c in cells} == {0.0, 1.0}
-    assert cells[0]["real_replication"] == 1.0 and cells[2]["real_share"] == pytest.approx(0.5, abs=0.05)
+    assert len(cells) == 2 and best == max(cells, key=lambda c: c["linear_acc"])
+    assert all(0.0 <= c["linear_acc"] <= 1.0 for c in cells)
+    assert cells[0]["real_replication"] == 1.0 and cells[1]["real_share"] == pytest.approx(0.5, abs=0.05)
