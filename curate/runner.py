@@ -102,9 +102,10 @@ def run_task(task: Task) -> dict[str, Any]:
         elif task.kind == "map":
             table = ctx.read(stage.inputs[0])
             mapped = schemas.check_schema(stage.map(table, ctx), stage.map_schema, f"{stage.key} map output")
-            io.write_parquet(mapped, io.part_path(task.run_dir, io.join(task.stage_dir, MAP_DIR), task.pid))
+            # a map task's stage_dir is already the stage's MAP_DIR (see _run_global)
+            io.write_parquet(mapped, io.part_path(task.run_dir, task.stage_dir, task.pid))
             q = ctx.quarantine_table()
-            io.write_parquet(q, io.part_path(task.run_dir, io.join(task.stage_dir, MAP_DIR), task.pid, "quarantine"))
+            io.write_parquet(q, io.part_path(task.run_dir, task.stage_dir, task.pid, "quarantine"))
             rows = {"map": mapped.num_rows, "quarantine": q.num_rows}
         else:  # pragma: no cover - programming error
             raise ValueError(task.kind)
@@ -114,8 +115,7 @@ def run_task(task: Task) -> dict[str, Any]:
         return {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(), "partition": task.pid}
     manifest = {"partition": task.pid, "stage": task.key, "config_hash": task.cfg_hash, "rows": rows,
                 "stats": dict(ctx.counters), "seconds": round(time.perf_counter() - t0, 4)}
-    sub = io.join(task.stage_dir, MAP_DIR) if task.kind == "map" else task.stage_dir
-    io.write_json(manifest, io.manifest_path(task.run_dir, sub, task.pid))
+    io.write_json(manifest, io.manifest_path(task.run_dir, task.stage_dir, task.pid))
     return manifest
 
 

@@ -1,0 +1,87 @@
+"""dedup.phash: transformed copies and adjacent slices are found; unrelated images are kept."""
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+
+from curate.config import PipelineConfig
+from curate.runner import run_pipeline
+from tests.conftest import read_run_table
+from tests.stages.dedup._hash_fixture import (brighter, cropped, ct_slice, jpeg95, mr_volume, resized, rows_for,
+                                              smooth_field, write_partitions)
+
+
+def run(tmp_path, parts, **params):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = write_partitions(str(tmp_path / "parts.pkl"), parts)
+    cfg = PipelineConfig(name="t", stages=[{"stage": "test.tables", "path": path},
+                                           {"stage": "dedup.phash", **params}])
+    run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)
+    dec = read_run_table(tmp_path / "run", "01_dedup_phash").to_pylist()
+    hashes = read_run_table(tmp_path / "run", "01_dedup_phash", "hashes").to_pylist()
+    return {r["sample_id"]: r for r in dec}, {r["sample_id"]: r for r in hashes}
+
+
+@pytest.fixture(scope="module")
+def copies():
+    ct = ct_slice()
+    variants = [ct, jpeg95(ct), resized(ct), cropped(ct), brighter(ct)]
+    unrelated = [smooth_field(s) for s in range(6)] + list(mr_volume()[[0, 5]])
+    return variants, unrelated
+
+
+@pytest.mark.parametrize("hash_", ["phash", "dhash"])
+def test_transformed_copies_found_unrelated_kept(tmp_path, copies, hash_):
+    variants, unrelated = copies
+    p0 = rows_for(variants[:3] + unrelated[:4], uri="memory://a")
+    p1 = rows_for(variants[3:] + unrelated[4:], uri="memory://b")
+    dec, hashes = run(tmp_path, {"p0": p0, "p1": p1}, hash=hash_)
+    orig = p0[0]["sample_id"]
+    for row in p0[1:3] + p1[:2]:  # jpeg, resize, crop, brightness
+        d = dec[row["sample_id"]]
+        assert not d["keep"] and d["representative_id"] == orig, (hash_, d)
+        assert d["method"] == hash_ and d["cluster_id"] == f"{hash_}:{orig}"
+        dist = 64 - round(d["score"] * 64)
+        assert f"hamming {dist}" in d["reason"]
+    assert dec[orig]["keep"] and dec[orig]["reason"] == "representative of 4 near-duplicates"
+    for row in p0[3:] + p1[2:]:
+        assert dec[row["sample_id"]]["keep"] and dec[row["sample_id"]]["reason"] == "unique"
+    # the hashes table holds imagehash's values
+    img = Image.fromarray(variants[0])
+    assert f"{hashes[orig]['phash']:016x}" == str(imagehash.phash(img))
+    assert f"{hashes[orig]['dhash']:016x}" == str(imagehash.dhash(img))
+    assert hashes[orig]["minhash"] is None
+
+
+def test_adjacent_slices_per_group(tmp_path):
+    vol = mr_volume()
+    # the same volume under two patients: per_group keeps one per patient, global only one overall
+    rows = rows_for(list(vol[:3]) + list(vol[:3]), group_id=["pa"] * 3 + ["pb"] * 3)
+    rows += rows_for([smooth_field(9)], uri="memory://nogroup")  # null group_id: never compared
+    rows += rows_for([smooth_field(9)], uri="memory://nogroup2")
+    dec, _ = run(tmp_path / "g", {"p0": rows}, scope="per_group", threshold=10)
+    kept = [r["sample_id"] for r in rows if dec[r["sample_id"]]["keep"]]
+    assert kept == [rows[0]["sample_id"], rows[3]["sample_id"], rows[6]["sample_id"], rows[7]["sample_id"]]
+    dec, _ = run(tmp_path / "all", {"p0": rows}, scope="global", threshold=10)
+    kept = [r["sample_id"] for r in rows if dec[r["sample_id"]]["keep"]]
+    assert kept == [rows[0]["sample_id"], rows[6]["sample_id"]]
+
+
+def test_undecodable_image_is_quarantined_not_decided(tmp_path):
+    rows = rows_for([smooth_field(1), smooth_field(2)])
+    rows[1]["image"] = rows[1]["image"][:20]
+    dec, hashes = run(tmp_path, {"p0": rows})
+    bad = dec[rows[1]["sample_id"]]
+    assert bad["keep"] and bad["reason"].startswith("no_hash")
+    assert hashes[rows[1]["sample_id"]]["phash"] is None
+    q = read_run_table(tmp_path / "run", "01_dedup_phash", "quarantine").to_pylist()
+    assert [r["sample_id"] for r in q] == [rows[1]["sample_id"]] and q[0]["reason"] == "undecodable"
+
+
+def test_default_thresholds_from_the_literature():
+    from curate.stages.dedup.phash import PHashDedup
+
+    assert PHashDedup.Params().t == 10
+    assert PHashDedup.Params(hash="dhash").t == 6
+    assert PHashDedup.Params(hash="dhash", threshold=3).t == 3
