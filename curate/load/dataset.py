@@ -49,8 +49,22 @@ from curate.load.index import ShardIndex, read_index, verify_shard
 _BASE_COLUMNS = ["image", "sample_id", "label", "group_id", "is_synthetic", "sample_weight"]
 
 
+try:  # libspng decodes small PNGs ~4x faster than PIL; optional
+    import pyspng as _spng
+except ImportError:  # pragma: no cover - depends on the environment
+    _spng = None
+
+
 def _decode(data: bytes, size: int | None, channels: int | None) -> torch.Tensor:
-    with Image.open(_io.BytesIO(data)) as img:
+    if _spng is not None and size is None and channels is None:
+        try:
+            arr = _spng.load(data)
+        except Exception:  # noqa: BLE001 - unusual PNG flavour: let PIL handle it
+            arr = None
+        if arr is not None and arr.dtype == np.uint8 and arr.ndim in (2, 3):
+            t = torch.from_numpy(arr)
+            return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+    with Image.open(_io.BytesIO(data), formats=["PNG"]) as img:
         if channels == 3 and img.mode != "RGB":
             img = img.convert("RGB")
         elif channels == 1 and img.mode != "L":

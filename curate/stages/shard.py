@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from typing import Any, ClassVar
 
@@ -101,6 +102,15 @@ def write_shard(table: pa.Table, path: str, row_group_rows: int, compression: st
     n = table.num_rows
     groups = [min(row_group_rows, n - i) for i in range(0, n, max(1, row_group_rows))] or [0]
     return {"rows": n, "bytes": buf.size, "sha256": digest, "row_groups": groups}
+
+
+def thread_map(fn, items: list) -> list:
+    """Shards are written by threads of the driver: the rows are already in its memory, and Parquet
+    encoding, zstd and sha256 release the GIL (shipping the rows to Dask workers would cost more)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(fn, items))
 
 
 def _write_task(item: tuple[pa.Table, str, int, str, int | None]) -> dict[str, Any]:
@@ -340,7 +350,7 @@ class Shard(GlobalStage):
         index, placements = write_shards(
             table, out_dir, seed=seed, shuffle=p.shuffle, max_rows=p.max_rows, max_bytes=p.max_bytes,
             row_group_bytes=p.row_group_bytes, row_group_max_rows=p.row_group_max_rows,
-            compression=p.compression, compression_level=p.compression_level, metadata=meta, mapper=ctx.map)
+            compression=p.compression, compression_level=p.compression_level, metadata=meta, mapper=thread_map)
         ctx.count("shards", index["num_shards"])
         ctx.count("rows", index["num_samples"])
         ctx.count("bytes", sum(s["bytes"] for s in index["shards"]))

@@ -35,8 +35,8 @@ class KnnParams(StageParams):
     index: str = Field("auto", pattern="^(auto|flat|ivf|hnsw)$",
                        description="auto: exact IndexFlatIP up to exact_max vectors, else ivf")
     exact_max: int = Field(50_000, ge=1, description="largest set searched exactly (IndexFlatIP)")
-    nlist: int | None = Field(None, ge=1, description="ivf lists (default 4 sqrt(n))")
-    nprobe: int = Field(32, ge=1, description="ivf lists probed per query")
+    nlist: int | None = Field(None, ge=1, description="ivf lists (default 2 sqrt(n))")
+    nprobe: int = Field(16, ge=1, description="ivf lists probed per query")
     hnsw_m: int = Field(32, ge=4, description="hnsw graph degree")
     ef_search: int = Field(128, ge=8, description="hnsw search breadth")
     block_size: int = Field(16384, ge=64, description="anchors per kNN task (one Dask task each)")
@@ -173,13 +173,15 @@ def negative_rows(t: pa.Table) -> pa.Table:
     return t.filter(pc.is_valid(t.column("negative_ids")))
 
 
-def work_dir(ctx: StageContext, name: str) -> str:
-    """A local folder for index files the tasks share (the run dir when it is local)."""
+def work_dir(ctx: StageContext, name: str = "knn") -> str:
+    """A local folder for the kNN index files the tasks share: RUN_DIR/_cache/<name> when the run dir is
+    local (both mining stages reuse one index there), else a temp folder (tasks must share a filesystem)."""
     fs, p = io.fs_and_path(ctx.run_dir)
-    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        d = os.path.join(p, ctx.stage, name)
-    else:  # remote run dir: tasks must share a local filesystem (LocalCluster)
-        d = os.path.join(tempfile.gettempdir(), "curate", ctx.stage, name)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols or "local" in protocols:
+        d = os.path.join(p, "_cache", name)
+    else:
+        d = os.path.join(tempfile.gettempdir(), "curate", os.path.basename(p.rstrip("/")), name)
     os.makedirs(d, exist_ok=True)
     return d
 

@@ -29,6 +29,7 @@ memory stays O(n x num_negatives) at 1M anchors.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import ClassVar, Literal
 
@@ -193,7 +194,7 @@ class MineNegatives(GlobalStage):
         has = np.isfinite(best)
         pos_score[has] = best[has]
         ctx.count("anchors_with_positive_reference", int(has.sum()))
-        work = C.work_dir(ctx, "_knn")
+        work = C.work_dir(ctx)
         spec = p.knn_spec(seed)
         vec_path, index_path, index = faiss_knn.prepare(kept.x, work, spec)
         kind = spec.resolve(n)
@@ -201,9 +202,16 @@ class MineNegatives(GlobalStage):
         if kind != "flat" and n > 1:
             ctx.counters["knn_recall"] = round(faiss_knn.measure_recall(index, kept.x, min(10, n), 1000, seed), 4)
         del index
-        aux_path = os.path.join(work, "aux.npz")
-        np.savez(aux_path, label=kept.label, group=kept.group, dup=kept.dup, pos_score=pos_score,
-                 pos_keys=np.unique(np.concatenate(pos_keys)) if pos_keys else np.zeros(0, np.int64))
+        aux = dict(label=kept.label, group=kept.group, dup=kept.dup, pos_score=pos_score,
+                   pos_keys=np.unique(np.concatenate(pos_keys)) if pos_keys else np.zeros(0, np.int64))
+        h = hashlib.blake2b(digest_size=12)
+        for k_ in sorted(aux):
+            h.update(k_.encode())
+            h.update(np.ascontiguousarray(aux[k_]).data)
+        aux_path = os.path.join(work, f"aux-{h.hexdigest()}.npz")  # content-addressed: safe to cache per worker
+        if not os.path.isfile(aux_path):
+            np.savez(aux_path + ".tmp.npz", **aux)
+            os.replace(aux_path + ".tmp.npz", aux_path)
         if not kept.has_labels and p.guard_label:
             ctx.count("label_guard_inactive_no_labels")
         prm = dict(range_max=p.range_max, range_min=p.range_min, num_negatives=p.num_negatives,

@@ -242,7 +242,7 @@ class MinePositives(GlobalStage):
                 if n < 2:
                     continue
                 k = min(p.nn_k + 1, n)
-                scores, ids, info = faiss_knn.knn(kept.x, k, C.work_dir(ctx, "_knn"), p.knn_spec(seed),
+                scores, ids, info = faiss_knn.knn(kept.x, k, C.work_dir(ctx), p.knn_spec(seed),
                                                   p.block_size, ctx.map)
                 if "recall_at_k" in info:
                     ctx.counters["knn_recall"] = info["recall_at_k"]
