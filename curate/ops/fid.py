@@ -18,6 +18,8 @@ geometry). Both functions subsample to ``max_samples`` rows with a seeded RNG.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -45,7 +47,9 @@ def frechet_from_stats(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     s1, s2 = np.atleast_2d(s1), np.atleast_2d(s2)
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+    with warnings.catch_warnings():  # singular products (few samples) are handled below, as pytorch-fid does
+        warnings.simplefilter("ignore")
+        covmean = linalg.sqrtm(s1.dot(s2))
     if not np.isfinite(covmean).all():
         off = np.eye(s1.shape[0]) * eps
         covmean = linalg.sqrtm((s1 + off).dot(s2 + off))

@@ -333,5 +333,19 @@ def read_adainf(ctx: StageContext) -> dict[str, Any] | None:
     return row
 
 
-__all__ = ["AdaInf", "ADAINF", "NORMAL_AUG", "WEAK_AUG", "augmentation", "gap_settings", "mixed_arm",
+__all__ = ["AdaInf", "ADAINF", "INFLATE_KEYS", "with_inflate_stages", "NORMAL_AUG", "WEAK_AUG", "augmentation", "gap_settings", "mixed_arm",
            "paper_settings", "proxy_grid", "read_adainf", "real_share", "replicated", "replication_for_share"]
+
+
+INFLATE_KEYS = ("inflate.train", "inflate.load", "inflate.generate", "inflate.adainf")
+
+
+def with_inflate_stages(stages: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A pipeline's stage list with its inflate.* stages replaced by ``new``, placed where the old ones
+    were, else before ``shard`` (and after everything else): what ``curate inflate RUN_DIR`` runs."""
+    pos = next((i for i, s in enumerate(stages) if s.get("stage") in INFLATE_KEYS), None)
+    if pos is None:
+        pos = next((i for i, s in enumerate(stages) if s.get("stage") == "shard"), len(stages))
+    before = [dict(s) for s in stages[:pos] if s.get("stage") not in INFLATE_KEYS]
+    after = [dict(s) for s in stages[pos:] if s.get("stage") not in INFLATE_KEYS]
+    return before + [dict(s) for s in new] + after

@@ -31,7 +31,8 @@ schema: generated sample_id, method, representative_id = the partner, score,
 reason) and counted; they never enter ``samples``, so the run's accounting
 (``ingested = kept + removed + quarantined``; synthetic rows counted apart as
 ``synthetic_added``) stays balanced. pHash comes from :mod:`curate.ops.phash`
-(imagehash definitions), embeddings from the ``embed`` stage's encoders.
+(imagehash definitions), generated-vs-generated pairs from
+:mod:`curate.ops.hamming`, embeddings from the ``embed`` stage's encoders.
 """
 
 from __future__ import annotations
@@ -137,15 +138,15 @@ def nearest_hamming(query: np.ndarray, ref: np.ndarray, chunk: int = 1024) -> tu
     return dist, arg
 
 
-def hamming_pairs_before(hashes: np.ndarray, t: int, chunk: int = 1024) -> list[list[tuple[int, int]]]:
-    """For each i: [(j, distance)] with j < i and Hamming(h_i, h_j) <= t."""
+def hamming_pairs_before(hashes: np.ndarray, t: int) -> list[list[tuple[int, int]]]:
+    """For each i: [(j, distance)] with j < i and Hamming(h_i, h_j) <= t, j ascending
+    (the all-pairs search of :mod:`curate.ops.hamming`)."""
+    from curate.ops.hamming import pairs
+
     out: list[list[tuple[int, int]]] = [[] for _ in range(len(hashes))]
-    for i0 in range(0, len(hashes), chunk):
-        d = np.bitwise_count(hashes[i0:i0 + chunk, None] ^ hashes[None, :])
-        ii, jj = np.nonzero(d <= t)
-        for i, j in zip(ii.tolist(), jj.tolist()):
-            if j < i0 + i:
-                out[i0 + i].append((j, int(d[i, j])))
+    ii, jj, dd = pairs(np.asarray(hashes, np.uint64), int(t))
+    for i, j, d in sorted(zip(jj.tolist(), ii.tolist(), dd.tolist())):  # (later, earlier) with earlier < later
+        out[i].append((j, d))
     return out
 
 
