@@ -23,6 +23,7 @@ COMMANDS = [
     "status",
     "ingest",
     "mine",
+    "inflate",
     "shard",
     "inspect",
     "card",
