@@ -203,3 +203,30 @@ def test_pairs_and_triplets(tmp_path):
     loader = ShardLoader(ShardDataset(path, pairs="triplet"), batch_size=5, device="cpu")
     b = next(iter(loader))
     assert b["positive_image"].shape == b["image"].shape == b["negative_image"].shape
+
+
+def test_collate_and_to_device_keep_ids_and_stack_tensors(shards):
+    import torch
+    from curate.load import collate, to_device
+    path, _, _ = shards
+    items = list(ShardDataset(path, shuffle=False))[:3]
+    b = collate(items)
+    assert b["image"].shape == (3, 1, 6, 6) and b["image"].dtype == torch.uint8
+    assert b["label"].dtype == torch.int64 and isinstance(b["sample_id"], list)
+    moved = to_device(b, "cpu")
+    assert torch.equal(moved["image"], b["image"]) and moved["sample_id"] == b["sample_id"]
+
+
+def test_pairs_need_mined_columns_message(shards):
+    from curate.errors import CurateError
+    path, _, _ = shards
+    # the fixture shards have the columns (null): asking for pairs works and falls back to the anchor
+    it = next(iter(ShardDataset(path, pairs="positive")))
+    assert it["has_positive"] is False and torch_equal(it["positive_image"], it["image"])
+    with pytest.raises(CurateError, match="pairs must be"):
+        ShardDataset(path, pairs="quad")
+
+
+def torch_equal(a, b):
+    import torch
+    return torch.equal(a, b)

@@ -160,3 +160,16 @@ def test_missing_embeddings_is_a_clear_error(tmp_path):
                                            {"stage": "mine.negatives"}])
     with pytest.raises(CurateError, match="add `- stage: embed`"):
         run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)
+
+
+@pytest.mark.slow
+def test_mining_blocks_run_as_dask_tasks(tmp_path):
+    path, names, _ = planted(tmp_path)
+    cfg = PipelineConfig(name="t", stages=[{"stage": "test.planted", "path": path}, {"stage": "dedup.apply"},
+                                           {"stage": "mine.positives", "kinds": ["nn"], "block_size": 64},
+                                           {"stage": "mine.negatives", "num_negatives": 2, "range_max": 10,
+                                            "block_size": 64}])
+    run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="local", workers=2, progress=False)
+    pairs = read_run_table(tmp_path / "run", "03_mine_negatives")
+    neg = pairs.filter(pc.is_valid(pairs.column("negative_ids")))
+    assert neg.num_rows == 39
