@@ -61,9 +61,11 @@ def _decode(data: bytes, size: int | None, channels: int | None) -> torch.Tensor
             arr = _spng.load(data)
         except Exception:  # noqa: BLE001 - unusual PNG flavour: let PIL handle it
             arr = None
-        if arr is not None and arr.dtype == np.uint8 and arr.ndim in (2, 3):
-            t = torch.from_numpy(arr)
-            return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+        if arr is not None and arr.dtype == np.uint8:
+            if arr.ndim == 2:
+                return torch.from_numpy(arr.reshape(1, *arr.shape))
+            if arr.ndim == 3:
+                return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     with Image.open(_io.BytesIO(data), formats=["PNG"]) as img:
         if channels == 3 and img.mode != "RGB":
             img = img.convert("RGB")
@@ -262,18 +264,19 @@ class ShardDataset(IterableDataset):
         cop = (base + (u < (w - base))).astype(np.int64)
         return cop[rows]
 
-    def _unit_rows(self, worker: int, num_workers: int, stream: np.ndarray | None = None) -> np.ndarray:
+    def _unit_rows(self, worker: int, num_workers: int, stream: np.ndarray | None = None,
+                   rank: int | None = None) -> np.ndarray:
         """Canonical rows (with replication) of unit (rank, worker), in stream order."""
         stream = self._stream() if stream is None else stream
         n, units = len(stream), self.world_size * num_workers
-        u = self.rank * num_workers + worker
+        u = (self.rank if rank is None else rank) * num_workers + worker
         rows = stream[n * u // units: n * (u + 1) // units]
         return np.repeat(rows, self._copies(rows))
 
-    def worker_lengths(self, num_workers: int) -> list[int]:
-        """Items each of ``num_workers`` DataLoader workers of this rank yields this epoch."""
+    def worker_lengths(self, num_workers: int, rank: int | None = None) -> list[int]:
+        """Items each of ``num_workers`` DataLoader workers of this rank (or ``rank``) yields this epoch."""
         stream = self._stream()
-        return [len(self._unit_rows(w, max(1, num_workers), stream)) for w in range(max(1, num_workers))]
+        return [len(self._unit_rows(w, max(1, num_workers), stream, rank)) for w in range(max(1, num_workers))]
 
     def _unit_order(self, worker: int, num_workers: int) -> np.ndarray:
         rows = self._unit_rows(worker, num_workers)
@@ -309,22 +312,24 @@ class ShardDataset(IterableDataset):
             cols += ["positive_ids", "negative_ids"] + (["positive_images"] if "positive_images" in have else [])
         return cols
 
-    def _item(self, rec: dict[str, Any], row: int, u: tuple[float, float]) -> dict[str, Any]:
-        img = rec["image"]
-        label = rec.get("label")
+    def _item(self, data: dict[str, list], i: int, row: int, u: tuple[float, float] | None) -> dict[str, Any]:
+        img = data["image"][i]
+        label = data["label"][i] if "label" in data else None
+        weight = data["sample_weight"][i] if "sample_weight" in data else None
         item = {
             "image": _decode(img, self.size, self.channels) if self.decode else img,
-            "sample_id": rec["sample_id"],
-            "label": -1 if label is None else int(label),
-            "group_id": rec.get("group_id") or "",
-            "sample_weight": float(1.0 if rec.get("sample_weight") is None else rec["sample_weight"]),
-            "is_synthetic": bool(rec.get("is_synthetic") or False),
-            "index": int(row),
+            "sample_id": data["sample_id"][i],
+            "label": -1 if label is None else label,
+            "group_id": (data["group_id"][i] or "") if "group_id" in data else "",
+            "sample_weight": 1.0 if weight is None else weight,
+            "is_synthetic": bool(data["is_synthetic"][i]) if "is_synthetic" in data else False,
+            "index": row,
         }
         if self.pairs:
-            self._add_partner(item, "positive", rec.get("positive_ids") or [], img, u[0], rec.get("positive_images"))
+            inline = data["positive_images"][i] if "positive_images" in data else None
+            self._add_partner(item, "positive", data["positive_ids"][i] or [], img, u[0], inline)
             if self.pairs == "triplet":
-                self._add_partner(item, "negative", rec.get("negative_ids") or [], img, u[1])
+                self._add_partner(item, "negative", data["negative_ids"][i] or [], img, u[1])
         return item
 
     def _add_partner(self, item: dict, kind: str, ids: list[str], anchor_img: bytes, u: float,
@@ -353,36 +358,35 @@ class ShardDataset(IterableDataset):
         todo = order[skip:]
         if info is None:
             self._yielded = skip
-        # rows still to emit -> how many times; blocks are read when first needed, rows dropped when done
-        remaining = collections.Counter(todo.tolist())
-        cache: dict[int, dict[str, Any]] = {}
+        # copies still to emit per row; a block is read when its first row is due, and each row keeps a
+        # reference to the block's columns until its last copy is emitted (memory ~ shuffle buffer + a block)
+        pending = np.bincount(todo, minlength=self.num_rows).tolist() if len(todo) else []
+        cache: dict[int, tuple[dict[str, list], int]] = {}
         cols = self._columns()
-        block_of = np.searchsorted(self._block_start, todo, side="right") - 1
-        loaded: set[int] = set()
+        block_start = self._block_start.tolist()
+        block_of = (np.searchsorted(self._block_start, todo, side="right") - 1).tolist()
         # partner picks are drawn for the whole epoch up front so a resumed epoch picks the same partners
-        picks = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0x9A1E]).random((len(order), 2))
-        picks = picks[skip:].tolist() if self.pairs else None
-        for j, (row, b) in enumerate(zip(todo.tolist(), block_of.tolist())):
-            rec = cache.get(row)
-            if rec is None:
-                if b in loaded:  # pragma: no cover - a row is cached until its last copy is emitted
-                    raise CurateError("internal loader error: row evicted before use")
+        picks = None
+        if self.pairs:
+            picks = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0x9A1E]).random((len(order), 2))
+            picks = picks[skip:].tolist()
+        count = info is None
+        for j, row in enumerate(todo.tolist()):
+            ent = cache.get(row)
+            if ent is None:
+                b = block_of[j]
                 data = self._read_block(b, cols)
-                loaded.add(b)
-                start = int(self._block_start[b])
-                for i in range(len(data[cols[0]])):
-                    r = start + i
-                    if remaining.get(r):
-                        cache[r] = {c: data[c][i] for c in cols}
-                rec = cache[row]
-            left = remaining[row] - 1
-            if left:
-                remaining[row] = left
-            else:
-                del remaining[row]
+                start = block_start[b]
+                for i in range(block_start[b + 1] - start):
+                    if pending[start + i]:
+                        cache[start + i] = (data, i)
+                ent = cache[row]
+            left = pending[row] - 1
+            pending[row] = left
+            if not left:
                 del cache[row]
-            item = self._item(rec, row, picks[j] if picks is not None else (0.0, 0.0))
-            if info is None:
+            item = self._item(ent[0], ent[1], row, picks[j] if picks is not None else None)
+            if count:
                 self._yielded += 1
             yield item
         self._skip.pop(worker, None)

@@ -81,17 +81,20 @@ class ShardLoader:
 
     ``for batch in loader`` runs one epoch; the epoch number advances after a complete pass
     (or set it with :meth:`set_epoch`). ``len(loader)`` is the number of batches this epoch.
+    ``even_batches=True`` stops every rank after the smallest rank's batch count (computed, not
+    communicated: the plan is deterministic), so DDP ranks never wait on each other at the end of an epoch.
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int = 0, device: torch.device | str | None = None,
                  drop_last: bool = False, prefetch_factor: int | None = None, persistent_workers: bool = False,
-                 move_to_device: bool = True):
+                 move_to_device: bool = True, even_batches: bool = False):
         if batch_size < 1:
             raise CurateError(f"ShardLoader: batch_size must be >= 1, got {batch_size}")
         self.dataset, self.batch_size, self.num_workers = dataset, int(batch_size), int(num_workers)
         self.device = torch.device(device) if device is not None else default_device()
         self.drop_last, self.move_to_device = drop_last, move_to_device
         self.prefetch_factor, self.persistent_workers = prefetch_factor, persistent_workers and num_workers > 0
+        self.even_batches = even_batches
         self._batches = 0  # batches handed out in the current epoch
 
     def _loader(self) -> DataLoader:
@@ -111,10 +114,15 @@ class ShardLoader:
     def epoch(self) -> int:
         return self.dataset.epoch
 
-    def __len__(self) -> int:
-        lengths = self.dataset.worker_lengths(self.num_workers)
+    def _batches_of(self, rank: int | None = None) -> int:
+        lengths = self.dataset.worker_lengths(self.num_workers, rank)
         f = (lambda n: n // self.batch_size) if self.drop_last else (lambda n: math.ceil(n / self.batch_size))
         return sum(f(n) for n in lengths)
+
+    def __len__(self) -> int:
+        if self.even_batches:
+            return min(self._batches_of(r) for r in range(self.dataset.world_size))
+        return self._batches_of()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         skips: dict[int, int] = {}
@@ -122,7 +130,10 @@ class ShardLoader:
             lengths = self.dataset.worker_lengths(self.num_workers)
             skips = dict(enumerate(consumed_per_worker(lengths, self.batch_size, self._batches, self.drop_last)))
         self.dataset.set_worker_skips(skips)
+        limit = len(self) if self.even_batches else None
         for batch in self._loader():
+            if limit is not None and self._batches >= limit:
+                break
             self._batches += 1
             yield to_device(batch, self.device) if self.move_to_device else batch
         self.dataset.set_epoch(self.dataset.epoch + 1)

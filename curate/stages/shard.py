@@ -208,7 +208,8 @@ def write_shards(table: pa.Table, out_dir: str, *, seed: int = 0, shuffle: bool 
         name = f"shard-{i:05d}.parquet"
         names.append(name)
         items.append((part, io.join(out_dir, name), rg, compression, compression_level))
-    results = mapper(_write_task, items) if mapper is not None and len(items) > 1 else [_write_task(x) for x in items]
+    mapper = mapper or thread_map
+    results = mapper(_write_task, items) if len(items) > 1 else [_write_task(x) for x in items]
     shards = [{"path": name, **r} for name, r in zip(names, results)]
     weights = table.column("sample_weight").to_numpy(zero_copy_only=False)
     index = {
@@ -350,7 +351,7 @@ class Shard(GlobalStage):
         index, placements = write_shards(
             table, out_dir, seed=seed, shuffle=p.shuffle, max_rows=p.max_rows, max_bytes=p.max_bytes,
             row_group_bytes=p.row_group_bytes, row_group_max_rows=p.row_group_max_rows,
-            compression=p.compression, compression_level=p.compression_level, metadata=meta, mapper=thread_map)
+            compression=p.compression, compression_level=p.compression_level, metadata=meta)
         ctx.count("shards", index["num_shards"])
         ctx.count("rows", index["num_samples"])
         ctx.count("bytes", sum(s["bytes"] for s in index["shards"]))

@@ -230,3 +230,17 @@ def test_pairs_need_mined_columns_message(shards):
 def torch_equal(a, b):
     import torch
     return torch.equal(a, b)
+
+
+def test_even_batches_gives_every_rank_the_same_count(tmp_path):
+    path = tmp_path / "w"
+    make_shards(path, n=50, max_rows=16, rg=4, synthetic_every=3, real_replication=1.7)
+    counts = []
+    for rank in range(3):
+        loader = ShardLoader(ShardDataset(path, rank=rank, world_size=3), batch_size=1, device="cpu",
+                             even_batches=True)
+        counts.append(sum(1 for _ in loader))
+        assert counts[-1] == len(loader)
+    assert len(set(counts)) == 1
+    uneven = [len(ShardLoader(ShardDataset(path, rank=r, world_size=3), 1, device="cpu")) for r in range(3)]
+    assert min(uneven) == counts[0] and max(uneven) > min(uneven)
