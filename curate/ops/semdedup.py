@@ -74,7 +74,7 @@ def greedy_keep(X: np.ndarray, t: float, block: int = BLOCK) -> tuple[np.ndarray
 
 
 def spherical_kmeans(X: np.ndarray, k: int, niter: int, seed: int,
-                     max_points_per_centroid: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     max_points_per_centroid: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cluster rows of unit vectors; return (labels, cosine to own centroid, centroids)."""
     n, d = X.shape
     k = max(1, min(k, n))
