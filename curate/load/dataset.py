@@ -205,6 +205,12 @@ class ShardDataset(IterableDataset):
     def metadata(self) -> dict[str, Any]:
         return self.index.metadata
 
+    def recommended_augment(self, size: int, **overrides: Any):
+        """:class:`SimCLRAugment` with the index's augmentation recommendation (AdaInf), else SimCLR's defaults."""
+        from curate.load.augment import SimCLRAugment
+
+        return SimCLRAugment.from_params(size, self.index.metadata.get("augmentation") or {}, **overrides)
+
     def state_dict(self) -> dict[str, Any]:
         """Position of a single-process iteration (for DataLoader workers use :class:`ShardLoader`)."""
         return {"epoch": self.epoch, "seed": self.seed, "rank": self.rank, "world_size": self.world_size,

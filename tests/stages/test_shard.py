@@ -115,3 +115,24 @@ def test_write_throughput_close_to_bare_pyarrow(tmp_path):
     write_shards(t, str(tmp_path / "ours"), max_rows=500)
     ours = time.perf_counter() - t0
     assert ours < max(2.0 * bare, 0.2)
+
+
+def test_shard_takes_adainf_table_from_inflate_adainf(tmp_path):
+    import tests.stages.mine._fixture  # noqa: F401 - registers test.planted
+    from tests.stages.mine._fixture import make_partitions
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 4)).astype(np.float32)
+    path = str(tmp_path / "p.pkl")
+    make_partitions(x, path, is_synthetic=[i % 3 == 0 for i in range(12)])
+    cfg = PipelineConfig(name="t", stages=[{"stage": "test.planted", "path": path},
+                                           {"stage": "inflate.adainf", "mode": "paper"},
+                                           {"stage": "shard"}])
+    run = tmp_path / "run"
+    run_pipeline(cfg, str(run), scheduler="sync", progress=False)
+    index = json.loads((run / "02_shard/shards/index.json").read_text())
+    meta = index["metadata"]
+    assert meta["adainf"]["real_replication"] == 10.0 and meta["adainf"]["source"] == "adainf table"
+    assert meta["augmentation"]["crop_min_scale"] == 0.2 and meta["synthetic"] == 4
+    ds = ShardDataset(run)
+    assert len(ds) == 8 * 10 + 4
+    assert ds.recommended_augment(16).jitter_strength == 0.5
