@@ -141,22 +141,30 @@ class _BandIndex:
         self.order = np.argsort(key, kind="stable").astype(np.int64)
         self.sorted_values = values[self.order]
         skey = key[self.order]
-        self.keys, self.kstart, self.kcount = np.unique(skey, return_index=True, return_counts=True)
-        self._without_bit: dict[int, np.ndarray] = {}
-        if band.radius > 0:  # dense tables for probing K ^ e; uint8 occupancy stays cache-resident
-            self.occupied = np.zeros(1 << band.width, np.uint8)
-            self.occupied[self.keys] = 1
-            self.start = np.zeros(1 << band.width, np.int32)
-            self.count = np.zeros(1 << band.width, np.int32)
+        keys, self.kstart, self.kcount = np.unique(skey, return_index=True, return_counts=True)
+        self.keys = keys.astype(np.int32 if band.width < 31 else np.int64)
+        self.kvalue = self.sorted_values[self.kstart]  # value of each bucket's first item
+        self.ksingle = self.kcount == 1
+        self._without_bit: dict[int, tuple[np.ndarray, ...]] = {}
+        if band.radius > 0:  # dense tables for probing K ^ e
+            size = 1 << band.width
+            self.occupied = np.zeros(size, np.uint8)  # 0 empty, 1 one item, 2 several: cache-resident
+            self.occupied[self.keys] = np.where(self.ksingle, 1, 2)
+            self.value = np.zeros(size, np.uint64)
+            self.value[self.keys] = self.kvalue
+            self.start = np.zeros(size, np.int32)
+            self.count = np.zeros(size, np.int32)
             self.start[self.keys] = self.kstart
             self.count[self.keys] = self.kcount
 
-    def keys_without(self, bit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Occupied keys whose ``bit`` is 0, with their bucket starts and counts."""
-        hit = self._without_bit.get(bit)
-        if hit is None:
-            hit = self._without_bit[bit] = np.flatnonzero((self.keys >> bit) & 1 == 0)
-        return self.keys[hit], self.kstart[hit], self.kcount[hit]
+    def keys_without(self, bit: int) -> tuple[np.ndarray, ...]:
+        """Occupied buckets whose key has ``bit`` = 0: (keys, first values, single?, starts, counts)."""
+        got = self._without_bit.get(bit)
+        if got is None:
+            hit = np.flatnonzero((self.keys >> bit) & 1 == 0)
+            got = self._without_bit[bit] = (self.keys[hit], self.kvalue[hit], self.ksingle[hit],
+                                            self.kstart[hit], self.kcount[hit])
+        return got
 
 
 _CACHE: dict[tuple[str, Band], _BandIndex] = {}
@@ -166,7 +174,7 @@ def _index(values: np.ndarray, band: Band, token: str) -> _BandIndex:
     key = (token, band)
     idx = _CACHE.get(key)
     if idx is None:
-        if len(_CACHE) >= 4:
+        if len(_CACHE) >= 3:
             _CACHE.clear()
         idx = _CACHE[key] = _BandIndex(values, band)
     return idx
@@ -240,16 +248,28 @@ def band_task(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 s, c = idx.kstart[multi], idx.kcount[multi]
                 emit(*_expand(s, c, s, c, upper_only=True))
             continue
-        ks, s1, c1 = idx.keys_without(e.bit_length() - 1)
+        ks, kv, ksingle, s1, c1 = idx.keys_without(e.bit_length() - 1)
         tgt = ks ^ e
-        hit = np.flatnonzero(idx.occupied[tgt])
+        occ = idx.occupied[tgt]
+        hit = np.flatnonzero(occ)
         if hit.size == 0:
             continue
         kt = tgt[hit]
-        pend.append((s1[hit], c1[hit], idx.start[kt], idx.count[kt]))
-        pending += hit.size
-        if pending >= BATCH_CANDIDATES:
-            flush()
+        single = (occ[hit] == 1) & ksingle[hit]
+        # one item on each side (nearly always): verify straight from the bucket values
+        hs = hit[single]
+        kts = kt[single]
+        x = kv[hs] ^ idx.value[kts]
+        ok = np.flatnonzero(np.bitwise_count(x) <= t)
+        if ok.size:
+            emit(s1[hs[ok]].astype(np.int64), idx.start[kts[ok]].astype(np.int64))
+        if not single.all():  # several items in a bucket: expand them
+            many = ~single
+            hm, ktm = hit[many], kt[many]
+            pend.append((s1[hm], c1[hm], idx.start[ktm], idx.count[ktm]))
+            pending += hm.size
+            if pending >= BATCH_CANDIDATES:
+                flush()
     flush()
     return _finish(out_i, out_j, out_d)
 
@@ -290,33 +310,48 @@ def pairs(values: np.ndarray, t: int, mapper: Callable[[Callable, list], list] |
     return _finish([r[0] for r in results], [r[1] for r in results], [r[2] for r in results])
 
 
-def components(hashes: np.ndarray, t: int, groups: np.ndarray | None = None,
-               mapper: Callable[[Callable, list], list] | None = None, splits: int = 1) -> np.ndarray:
-    """Connected components of "Hamming distance <= t" (within the same group, if ``groups`` given).
+def unique_pairs(hashes: np.ndarray, t: int, groups: np.ndarray | None = None,
+                 mapper: Callable[[Callable, list], list] | None = None, splits: int = 1):
+    """Collapse rows to distinct (group, hash) nodes and find node pairs within distance ``t``.
 
-    Returns labels (the smallest member index of each row's component). Identical
-    hashes are collapsed before the search, so large exact-duplicate clusters cost
-    nothing extra.
+    Returns ``(node, first, i, j, d)``: the node id of every row, the first row of every node,
+    and node pairs ``i < j`` (same group) with their distances. Identical hashes cost nothing extra.
     """
     h = np.ascontiguousarray(hashes, dtype=np.uint64)
     n = h.size
+    empty = np.zeros(0, np.int64)
     if n == 0:
-        return np.zeros(0, np.int64)
+        return empty, empty, empty, empty, empty
     g = np.zeros(n, np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     order = np.lexsort((np.arange(n), h, g))  # by group, hash, index
     gs, hs = g[order], h[order]
     new = np.ones(n, bool)
     new[1:] = (gs[1:] != gs[:-1]) | (hs[1:] != hs[:-1])
-    uid = np.cumsum(new) - 1  # unique (group, hash) id per sorted row
-    first = order[new]  # representative row of each unique (group, hash)
-    src = [order[~new]]
-    dst = [first[uid[~new]]]
+    node = np.empty(n, np.int64)
+    node[order] = np.cumsum(new) - 1
+    first = order[new]
     ug, uh = gs[new], hs[new]
     bounds = np.flatnonzero(np.r_[True, ug[1:] != ug[:-1], True])
+    out_i, out_j, out_d = [], [], []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi - lo < 2:
             continue
-        i, j, _ = pairs(uh[lo:hi], t, mapper=mapper, splits=splits)
-        src.append(first[lo + i])
-        dst.append(first[lo + j])
-    return _components(n, np.concatenate(src), np.concatenate(dst))
+        i, j, d = pairs(uh[lo:hi], t, mapper=mapper, splits=splits)
+        out_i.append(i + lo), out_j.append(j + lo), out_d.append(d)
+    i, j, d = _finish(out_i, out_j, out_d)
+    return node, first, i, j, d
+
+
+def components(hashes: np.ndarray, t: int, groups: np.ndarray | None = None,
+               mapper: Callable[[Callable, list], list] | None = None, splits: int = 1) -> np.ndarray:
+    """Connected components of "Hamming distance <= t" (within the same group, if ``groups`` given).
+
+    Returns labels (the smallest member index of each row's component).
+    """
+    node, first, i, j, _ = unique_pairs(hashes, t, groups, mapper, splits)
+    n = node.size
+    if n == 0:
+        return np.zeros(0, np.int64)
+    src = np.concatenate([np.arange(n), first[i]])
+    dst = np.concatenate([first[node], first[j]])
+    return _components(n, src, dst)

@@ -189,9 +189,11 @@ def _phash_exact(px: np.ndarray) -> np.ndarray:
     return low > np.median(low, axis=1)[:, None]
 
 
-def _phash_chunk(gray: np.ndarray) -> np.ndarray:
+def _phash_chunk(gray: np.ndarray, thumbs: list | None = None) -> np.ndarray:
     px = _resize(torch.from_numpy(np.array(gray, copy=True)), 32, 32).double()  # (N, 32, 32)
     n = px.shape[0]
+    if thumbs is not None:  # 16x16 thumbnail (2x2 means of the 32x32 pHash input) for pair verification
+        thumbs.append(torch.round(px.reshape(n, 16, 2, 16, 2).mean(dim=(2, 4))).to(torch.uint8).numpy())
     dm = _dct8()
     # top-left 8x8 of the 2-D DCT as two GEMMs: D8 @ P @ D8^T
     rows = (dm @ px.transpose(0, 1).reshape(32, n * 32)).reshape(8, n, 32)  # (k, N, x)
@@ -213,12 +215,12 @@ def _dhash_chunk(gray: np.ndarray) -> np.ndarray:
     return bits_to_uint64((px[:, :, 1:] > px[:, :, :-1]).reshape(len(px), 64).numpy())
 
 
-def _chunked(fn, gray: np.ndarray) -> np.ndarray:
+def _chunked(fn, gray: np.ndarray, *args) -> np.ndarray:
     n, h, w = gray.shape
     step = max(1, CHUNK_PIXELS // max(1, h * w))
     if n <= step:
-        return fn(gray)
-    return np.concatenate([fn(gray[i:i + step]) for i in range(0, n, step)])
+        return fn(gray, *args)
+    return np.concatenate([fn(gray[i:i + step], *args) for i in range(0, n, step)])
 
 
 def phash_batch(images: np.ndarray) -> np.ndarray:
@@ -231,19 +233,27 @@ def dhash_batch(images: np.ndarray) -> np.ndarray:
     return _chunked(_dhash_chunk, to_luma(np.asarray(images)))
 
 
-def hash_arrays(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(phash, dhash) of decoded images of any shapes: batched per shape, results in input order."""
+def phash_thumbnails(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pHash plus the 16x16 uint8 thumbnail of each image (2x2 means of pHash's 32x32 input)."""
+    thumbs: list[np.ndarray] = []
+    h = _chunked(_phash_chunk, to_luma(np.asarray(images)), thumbs)
+    return h, np.concatenate(thumbs) if thumbs else np.zeros((0, 16, 16), np.uint8)
+
+
+def hash_arrays(arrays: list[np.ndarray], thumbnails: bool = False):
+    """(phash, dhash[, thumbnails]) of decoded images of any shapes: batched per shape, in input order."""
     n = len(arrays)
     ph = np.zeros(n, np.uint64)
     dh = np.zeros(n, np.uint64)
+    th = np.zeros((n, 16, 16), np.uint8)
     by_shape: dict[tuple, list[int]] = {}
     for i, a in enumerate(arrays):
         by_shape.setdefault(a.shape, []).append(i)
     for idx in by_shape.values():
         gray = to_luma(np.stack([arrays[i] for i in idx]))
-        ph[idx] = phash_batch(gray)
+        ph[idx], th[idx] = phash_thumbnails(gray)
         dh[idx] = dhash_batch(gray)
-    return ph, dh
+    return (ph, dh, th) if thumbnails else (ph, dh)
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -103,3 +103,39 @@ def keep_first(labels: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.nda
     keep = rep == np.arange(labels.size)
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     return rep, keep, counts[inverse]
+
+
+def greedy_keep_first(n: int, src: np.ndarray, dst: np.ndarray, sim: np.ndarray,
+                      rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep-first without chaining: walk nodes by ``rank``; a node is removed when an edge joins
+    it to an already *kept* node, in favour of the most similar such node (ties: earliest).
+
+    This is the rule of imagededup's ``find_duplicates_to_remove`` and of SemDeDup: every removed
+    node is within the threshold of its representative, and a chain a~b~c with a, c far apart
+    keeps c. Returns ``(keep, rep)`` per node (``rep[i] == i`` for kept nodes).
+    """
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    sim = np.asarray(sim, dtype=np.float64)
+    rank = np.asarray(rank)
+    keep = np.ones(n, bool)
+    rep = np.arange(n, dtype=np.int64)
+    if src.size == 0:
+        return keep, rep
+    # orient every edge from the earlier node to the later one
+    later = np.where(rank[src] > rank[dst], src, dst)
+    earlier = np.where(rank[src] > rank[dst], dst, src)
+    # candidates per later node, best first: most similar, then earliest
+    order = np.lexsort((rank[earlier], -sim, rank[later]))
+    later, earlier = later[order], earlier[order]
+    starts = np.flatnonzero(np.r_[True, later[1:] != later[:-1]])
+    ends = np.r_[starts[1:], later.size]
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        node = int(later[s])
+        for k in range(s, e):
+            cand = int(earlier[k])
+            if keep[cand]:
+                keep[node] = False
+                rep[node] = cand
+                break
+    return keep, rep

@@ -28,3 +28,13 @@ def test_components_by_key_and_keep_first():
     assert rep.tolist() == [5, 4, 5, 3, 4, 5]
     assert keep.tolist() == [False, False, False, True, True, True]
     assert size.tolist() == [3, 2, 3, 1, 2, 3]
+
+
+def test_greedy_keep_first_does_not_chain():
+    # 0~1 (sim .9), 1~2 (sim .9), 0 and 2 not linked: 1 goes to 0, 2 stays (its only link is removed)
+    keep, rep = U.greedy_keep_first(4, [0, 1, 3], [1, 2, 0], [0.9, 0.9, 0.5], rank=np.arange(4))
+    assert keep.tolist() == [True, False, True, False]
+    assert rep.tolist() == [0, 0, 2, 0]
+    # the most similar kept earlier node is the representative
+    keep, rep = U.greedy_keep_first(3, [0, 1], [2, 2], [0.5, 0.9], rank=np.arange(3))
+    assert keep.tolist() == [True, True, False] and rep[2] == 1

@@ -28,25 +28,29 @@ def source_rank(table: pa.Table) -> np.ndarray:
 
 
 def decisions_table(ctx: StageContext, table: pa.Table, part: np.ndarray, method: str, rep: np.ndarray,
-                    keep: np.ndarray, size: np.ndarray, score: np.ndarray, reasons: np.ndarray,
+                    keep: np.ndarray, cluster: np.ndarray, score: np.ndarray, reasons: np.ndarray,
                     what: str, undecided: np.ndarray | None = None, undecided_reason: str = "") -> dict[str, pa.Table]:
     """Per-partition decision tables.
 
-    Rows in a group of one are kept with reason "unique"; in larger groups the
-    representative is kept ("representative of N <what>") and the others are
-    removed naming it, with ``score`` and ``reasons[i]``. ``undecided`` rows
-    (e.g. no text) are kept with ``undecided_reason`` and no cluster.
+    ``cluster[i]`` is the row naming row i's group (its first row); rows in a group of one are kept
+    with reason "unique". A removed row names ``rep[i]``, ``score[i]`` and ``reasons[i]``; a kept
+    row of a larger group says how many rows were removed in its favour. ``undecided`` rows (no
+    hash / no text) are kept with ``undecided_reason`` and no cluster.
     """
     n = table.num_rows
     ids = np.array(table.column("sample_id").to_pylist(), dtype=object)
     undecided = np.zeros(n, bool) if undecided is None else undecided
+    size = np.bincount(cluster, minlength=n)[cluster] if n else np.zeros(0, np.int64)
     grouped = (size > 1) & ~undecided
     removed = grouped & ~keep
+    n_for = np.bincount(rep[removed], minlength=n) if n else np.zeros(0, np.int64)
     rep_ids = np.where(removed, ids[rep], None)
-    cluster = np.where(grouped, np.char.add(f"{method}:", ids[rep].astype(str)).astype(object), None)
-    out_score = np.where(removed, score, np.nan)
+    cluster_ids = np.where(grouped, np.char.add(f"{method}:", ids[cluster].astype(str)).astype(object), None)
     reason = np.full(n, "unique", dtype=object)
-    reason[grouped & keep] = [f"representative of {int(s) - 1} {what}" for s in size[grouped & keep]]
+    kept_grouped = np.flatnonzero(grouped & keep)
+    reason[kept_grouped] = [f"representative of {int(k)} {what}" if k else
+                            f"kept: in a {what} cluster but not within the threshold of a kept row"
+                            for k in n_for[kept_grouped]]
     reason[removed] = reasons[removed]
     reason[undecided] = undecided_reason
     full = pa.table({
@@ -54,11 +58,18 @@ def decisions_table(ctx: StageContext, table: pa.Table, part: np.ndarray, method
         "method": pa.array([method] * n, pa.string()),
         "keep": pa.array((~removed).tolist(), pa.bool_()),
         "representative_id": pa.array(rep_ids.tolist(), pa.string()),
-        "score": pa.array(out_score, pa.float64(), mask=~removed),
-        "cluster_id": pa.array(cluster.tolist(), pa.string()),
+        "score": pa.array(np.where(removed, score, np.nan), pa.float64(), mask=~removed),
+        "cluster_id": pa.array(cluster_ids.tolist(), pa.string()),
         "reason": pa.array(reason.tolist(), pa.string()),
     }, schema=schemas.DECISIONS)
     return {pid: full.filter(pa.array(part == k)) for k, pid in enumerate(ctx.partitions)}
+
+
+def first_by_rank(labels: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For every row, the row of its label with the smallest rank (the group's "first" row)."""
+    from curate.ops.unionfind import representatives
+
+    return representatives(labels, rank)
 
 
 def split_by_partition(ctx: StageContext, table: pa.Table, part: np.ndarray) -> dict[str, pa.Table]:

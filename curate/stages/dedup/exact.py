@@ -88,4 +88,4 @@ class ExactDedup(GlobalStage):
         score = np.ones(n)
         ctx.count("removed", int((~keep).sum()))
         ctx.count("duplicate_groups", int(((size > 1) & keep).sum()))
-        return decisions_table(ctx, table, part, METHOD, rep, keep, size, score, reasons, "identical copies")
+        return decisions_table(ctx, table, part, METHOD, rep, keep, rep, score, reasons, "identical copies")

@@ -122,41 +122,54 @@ class MinHashDedup(GlobalStage):
             flat = pa.concat_arrays([c.flatten() for c in col.filter(pa.array(has)).chunks]) \
                 if col.num_chunks else pa.array([], pa.uint64())
             sigs = np.asarray(flat.to_numpy(), np.uint64).reshape(rows.size, p.num_perm)
-        labels = np.arange(n, dtype=np.int64)
+        rank = source_rank(table)
+        rep = np.arange(n, dtype=np.int64)
+        keep = np.ones(n, bool)
+        cluster = np.arange(n, dtype=np.int64)
         if rows.size:
-            labels[rows] = rows[self._components(ctx, sigs, p)]
-        rep, keep, size = unionfind.keep_first(labels, source_rank(table))
+            r_keep, r_rep, r_cluster = self._decide(ctx, sigs, rank[rows], p)
+            rep[rows], keep[rows], cluster[rows] = rows[r_rep], r_keep, rows[r_cluster]
         full = np.zeros((n, p.num_perm), np.uint64)
         full[rows] = sigs
         jac = mh.jaccard(full, full[rep])
-        reasons = np.array([
-            f"minhash jaccard~{j:.3f} >= {p.threshold} to representative" if j >= p.threshold else
-            f"minhash jaccard~{j:.3f} to representative, linked >= {p.threshold} through other near-duplicates"
-            for j in jac.tolist()], dtype=object)
+        reasons = np.array([f"minhash jaccard~{j:.3f} >= {p.threshold} to representative" for j in jac.tolist()],
+                           dtype=object)
         ctx.count("removed", int((~keep).sum()))
-        ctx.count("duplicate_groups", int(((size > 1) & keep).sum()))
         ctx.count("no_text", int((~has).sum()))
-        decisions = decisions_table(ctx, table, part, METHOD, rep, keep, size, jac, reasons, "near-duplicate texts",
+        decisions = decisions_table(ctx, table, part, METHOD, rep, keep, cluster, jac, reasons, "near-duplicate texts",
                                     undecided=~has, undecided_reason="no_text")
         hashes = self._hashes(ctx, table, part)
         return {pid: {"decisions": decisions[pid], "hashes": hashes[pid]} for pid in ctx.partitions}
 
     @staticmethod
-    def _components(ctx: StageContext, sigs: np.ndarray, p: MinHashParams) -> np.ndarray:
-        """Component label (smallest member) per signature row."""
+    def _decide(ctx: StageContext, sigs: np.ndarray, rank: np.ndarray, p: MinHashParams):
+        """(keep, rep, cluster) per signature row: LSH candidates verified >= threshold, greedy keep-first."""
         m = sigs.shape[0]
         # identical signatures (exact duplicate texts) are one node for LSH
         _, first, inverse = np.unique(sigs, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         uniq = sigs[first]
-        src, dst = [np.arange(m)], [first[inverse]]
         b, r = p.band_layout()
         splits = [list(x) for x in np.array_split(np.arange(b), min(p.splits, b)) if len(x)]
         results = ctx.map(mh.lsh_task, [(uniq, ids, r, p.threshold) for ids in splits])
-        for i, j, _ in results:
-            src.append(first[i])
-            dst.append(first[j])
-        return unionfind.components(m, np.concatenate(src), np.concatenate(dst))
+        i = np.concatenate([x[0] for x in results]) if results else np.zeros(0, np.int64)
+        j = np.concatenate([x[1] for x in results]) if results else np.zeros(0, np.int64)
+        jac = np.concatenate([x[2] for x in results]) if results else np.zeros(0)
+        code, pos = np.unique(i * uniq.shape[0] + j, return_index=True)  # a pair found by several tasks
+        i, j, jac = i[pos], j[pos], jac[pos]
+        u = uniq.shape[0]
+        node_rank = np.full(u, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(node_rank, inverse, np.asarray(rank, np.int64))
+        keep_n, rep_n = unionfind.greedy_keep_first(u, i, j, jac, node_rank)
+        head = np.full(u, -1, np.int64)
+        by_rank = np.lexsort((np.arange(m), rank))
+        head[inverse[by_rank][::-1]] = by_rank[::-1]
+        is_head = head[inverse] == np.arange(m)
+        keep = is_head & keep_n[inverse]
+        rep = np.where(keep_n[inverse], head[inverse], head[rep_n[inverse]])
+        rep = np.where(keep, np.arange(m), rep)
+        cluster_n = unionfind.representatives(unionfind.components(u, i, j), node_rank)
+        return keep, rep, head[cluster_n[inverse]]
 
     @staticmethod
     def _hashes(ctx: StageContext, table: pa.Table, part: np.ndarray) -> dict[str, pa.Table]:

@@ -52,7 +52,15 @@ class PHashParams(StageParams):
                                   "near-duplicate; default 10 for phash (imagededup), 6 for dhash (Less is More)")
     scope: Literal["global", "per_group"] = Field("global", description="compare all rows, or only rows with "
                                                   "the same group_id (rows without group_id are never removed)")
+    verify: bool | None = Field(None, description="also require the thumbnail difference <= max_diff for a "
+                                "pair; null = on in global scope (copies), off in per_group scope (slices)")
+    max_diff: float = Field(8.0, ge=0.0, le=255.0, description="max mean absolute difference of the "
+                            "brightness-normalised 16x16 thumbnails (0..255) when verifying")
     splits: int = Field(4, ge=1, le=256, description="Dask tasks per hash band for the all-pairs search")
+
+    @property
+    def verifying(self) -> bool:
+        return self.scope == "global" if self.verify is None else self.verify
 
     @property
     def t(self) -> int:
@@ -72,12 +80,14 @@ class PHashDedup(GlobalStage):
         pa.field("group_id", pa.string()),
         pa.field("source_uri", pa.string(), nullable=False),
         pa.field("source_index", pa.int64(), nullable=False),
+        pa.field("thumb", pa.binary(256)),
     ])
 
     def map(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         n = table.num_rows
         ph = np.zeros(n, np.uint64)
         dh = np.zeros(n, np.uint64)
+        th = np.zeros((n, 256), np.uint8)
         ok = np.zeros(n, bool)
         images = table.column("image")
         for lo in range(0, n, HASH_BATCH):
@@ -92,7 +102,8 @@ class PHashDedup(GlobalStage):
                                           f"[{table['source_index'][i].as_py()}]: {err}") from None
                     ctx.count("undecodable")  # quarantined by reduce (null hash), so apply sees it
             if rows:
-                ph[rows], dh[rows] = phash.hash_arrays(arrays)
+                ph[rows], dh[rows], thumbs = phash.hash_arrays(arrays, thumbnails=True)
+                th[rows] = thumbs.reshape(len(rows), 256)
                 ok[rows] = True
         ctx.count("hashed", int(ok.sum()))
         return pa.table({
@@ -102,6 +113,7 @@ class PHashDedup(GlobalStage):
             "group_id": table.column("group_id"),
             "source_uri": table.column("source_uri"),
             "source_index": table.column("source_index"),
+            "thumb": pa.array([bytes(x) for x in th], pa.binary(256), mask=~ok),
         }, schema=self.map_schema)
 
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, dict[str, pa.Table]]:
@@ -123,20 +135,29 @@ class PHashDedup(GlobalStage):
             # a row without group_id is its own group: a unique label never shared
             groups = np.array([g if g is not None else f"\x00row{i}" for i, g in enumerate(gid)], dtype=object)
             groups = groups[rows].astype(str)
-        labels = np.arange(n, dtype=np.int64)
-        sub = hamming.components(h[rows], t, groups=groups, mapper=ctx.map, splits=p.splits)
-        labels[rows] = rows[sub]
-        rep, keep, size = unionfind.keep_first(labels, source_rank(table))
+        thumbs = None
+        max_diff = p.max_diff if p.verifying else None
+        if max_diff is not None:
+            thumbs = np.frombuffer(b"".join(table.column("thumb").filter(pa.array(valid)).to_pylist()),
+                                   np.uint8).reshape(rows.size, 256)
+        rank = source_rank(table)
+        found = find_near_duplicates(h[rows], t, rank[rows], groups=groups, thumbs=thumbs, max_diff=max_diff,
+                                     mapper=ctx.map, splits=p.splits)
+        rep = np.arange(n, dtype=np.int64)
+        keep = np.ones(n, bool)
+        cluster = np.arange(n, dtype=np.int64)
+        rep[rows], keep[rows], cluster[rows] = rows[found["rep"]], found["keep"], rows[found["cluster"]]
         dist = np.bitwise_count(h ^ h[rep]).astype(np.int64)
+        diff = np.zeros(n)
+        diff[rows] = found["diff"]
         score = 1.0 - dist / 64.0
-        reasons = np.array([
-            f"{p.hash} hamming {d} <= {t} to representative" if d <= t else
-            f"{p.hash} hamming {d} to representative, linked within {t} through other near-duplicates"
-            for d in dist.tolist()], dtype=object)
+        check = f"; thumbnail diff {{:.1f}} <= {max_diff}" if max_diff is not None else ""
+        reasons = np.array([f"{p.hash} hamming {d} <= {t} to representative" + check.format(x)
+                            for d, x in zip(dist.tolist(), diff.tolist())], dtype=object)
         ctx.count("removed", int((~keep).sum()))
-        ctx.count("duplicate_groups", int(((size > 1) & keep).sum()))
+        ctx.count("duplicate_clusters", int(np.unique(cluster[(np.bincount(cluster, minlength=n)[cluster] > 1)]).size))
         ctx.count("no_hash", int((~valid).sum()))
-        decisions = decisions_table(ctx, table, part, f"{p.hash}", rep, keep, size, score, reasons,
+        decisions = decisions_table(ctx, table, part, f"{p.hash}", rep, keep, cluster, score, reasons,
                                     "near-duplicates", undecided=~valid, undecided_reason="no_hash: image not decodable")
         hashes = self._hashes(ctx, table, part)
         return {pid: {"decisions": decisions[pid], "hashes": hashes[pid]} for pid in ctx.partitions}
@@ -154,3 +175,86 @@ class PHashDedup(GlobalStage):
         out = pa.table({"sample_id": table.column("sample_id"), "phash": table.column("phash"),
                         "dhash": table.column("dhash"), "minhash": minhash}, schema=schemas.HASHES)
         return split_by_partition(ctx, out, part)
+
+
+def thumb_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean absolute difference of brightness-normalised thumbnails (rows of 256 uint8)."""
+    a = a.astype(np.float32)
+    b = b.astype(np.float32)
+    a -= a.mean(axis=1, keepdims=True)
+    b -= b.mean(axis=1, keepdims=True)
+    return np.abs(a - b).mean(axis=1)
+
+
+def find_near_duplicates(h: np.ndarray, t: int, rank: np.ndarray, groups: np.ndarray | None = None,
+                         thumbs: np.ndarray | None = None, max_diff: float | None = None,
+                         mapper=None, splits: int = 1) -> dict[str, np.ndarray]:
+    """Near-duplicate decisions for hashes ``h`` (rows), keep-first by ``rank``.
+
+    Edges: Hamming distance <= ``t`` (same group), optionally verified by the thumbnail
+    difference <= ``max_diff``. ``cluster`` = union-find component (named by its first row);
+    removal is greedy keep-first without chaining (:func:`unionfind.greedy_keep_first`), so every
+    removed row is within ``t`` (and ``max_diff``) of its kept representative ``rep``.
+    Returns per row: keep, rep, cluster, diff (thumbnail difference to rep; 0 when not verified).
+    """
+    n = h.size
+    hnode, hfirst, hi, hj, hd = hamming.unique_pairs(h, t, groups, mapper, splits)
+    if thumbs is not None and max_diff is not None and n:
+        # nodes = distinct (group, hash, thumbnail); pairs between them verified on thumbnails
+        tview = np.ascontiguousarray(thumbs).view(np.dtype((np.void, thumbs.shape[1]))).ravel()
+        tid = np.unique(tview, return_inverse=True)[1].reshape(-1)
+        order = np.lexsort((np.arange(n), tid, hnode))
+        hs, ts = hnode[order], tid[order]
+        new = np.ones(n, bool)
+        new[1:] = (hs[1:] != hs[:-1]) | (ts[1:] != ts[:-1])
+        node = np.empty(n, np.int64)
+        node[order] = np.cumsum(new) - 1
+        nfirst = order[new]
+        node_h = hnode[nfirst]  # hash node of every node (sorted)
+        hstart = np.searchsorted(node_h, np.arange(hfirst.size))
+        hcount = np.diff(np.r_[hstart, node_h.size])
+        ei, ej, ed = _expand_node_pairs(hstart, hcount, hi, hj, hd)
+        multi = np.flatnonzero(hcount > 1)  # one hash, several thumbnails: all pairs at distance 0
+        for k in multi.tolist():
+            a, b = np.triu_indices(int(hcount[k]), 1)
+            ei = np.r_[ei, hstart[k] + a]
+            ej = np.r_[ej, hstart[k] + b]
+            ed = np.r_[ed, np.zeros(a.size, np.int64)]
+        ediff = thumb_diff(thumbs[nfirst[ei]], thumbs[nfirst[ej]]) if ei.size else np.zeros(0, np.float32)
+        ok = ediff <= max_diff
+        ei, ej, ed = ei[ok], ej[ok], ed[ok]
+    else:
+        node, nfirst, ei, ej, ed = hnode, hfirst, hi, hj, hd
+    m = nfirst.size
+    node_rank = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(node_rank, node, np.asarray(rank, np.int64))
+    keep_n, rep_n = unionfind.greedy_keep_first(m, ei, ej, -ed.astype(np.float64), node_rank)
+    # the first row (by rank) of each node stands for it; other rows of a node are its copies
+    head = np.full(m, -1, np.int64)
+    by_rank = np.lexsort((np.arange(n), rank))
+    head[node[by_rank][::-1]] = by_rank[::-1]
+    is_head = head[node] == np.arange(n)
+    keep = is_head & keep_n[node]
+    rep = np.where(keep_n[node], head[node], head[rep_n[node]])
+    rep = np.where(keep, np.arange(n), rep)
+    labels_n = unionfind.components(m, ei, ej)
+    cluster_n = unionfind.representatives(labels_n, node_rank)
+    cluster = head[cluster_n[node]]
+    diff = np.zeros(n)
+    if thumbs is not None and max_diff is not None and n:
+        diff = thumb_diff(thumbs, thumbs[rep]).astype(np.float64)
+    return {"keep": keep, "rep": rep, "cluster": cluster, "diff": diff}
+
+
+def _expand_node_pairs(hstart, hcount, hi, hj, hd):
+    """Node pairs for hash-node pairs (every node of one hash x every node of the other)."""
+    if hi.size == 0:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    c1, c2 = hcount[hi], hcount[hj]
+    if (c1 == 1).all() and (c2 == 1).all():
+        return hstart[hi], hstart[hj], hd
+    sizes = c1 * c2
+    bp = np.repeat(np.arange(hi.size), sizes)
+    local = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return hstart[hi][bp] + local // c2[bp], hstart[hj][bp] + local % c2[bp], hd[bp]
