@@ -1,0 +1,235 @@
+"""Speed of the hash dedup kernels against their baselines, in one process on the same data.
+
+1. pHash / dHash: ``curate.ops.phash`` batched vs ``imagehash.phash`` / ``dhash`` one PIL image
+   at a time (Fashion-MNIST test images; ``--image-size`` upsamples them to test larger images).
+   Also checks the hashes agree bit for bit.
+2. All-pairs Hamming <= t: ``curate.ops.hamming.pairs`` (multi-index hashing, exact) vs faiss
+   ``IndexBinaryFlat.range_search`` on the same data: random 64-bit hashes plus planted
+   near-duplicate clusters. faiss is brute force, O(n^2): it runs on ``--faiss-n`` rows and its
+   time is extrapolated quadratically to ``--hamming-n`` (labelled as such). The answers are
+   compared on the faiss subset.
+3. MinHash: ``curate.ops.minhash.MinHasher.signatures`` vs a plain ``datasketch.MinHash.update``
+   loop (and ``MinHash.bulk``) on report-like texts; signatures are compared.
+
+Defaults finish in a few minutes on 2 cores; the issue's full sizes:
+
+    python benchmarks/dedup_speed.py --hamming-n 1000000 --faiss-n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import gzip
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from curate.ops import hamming, minhash, phash  # noqa: E402
+
+FMNIST = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+
+
+def load_fmnist(n: int) -> np.ndarray:
+    with gzip.open(FMNIST) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n].copy()
+
+
+def best_of(fn, reps: int = 3) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+# ------------------------------------------------------------------------------------ pHash
+def bench_phash(n: int, size: int, baseline_n: int) -> None:
+    import imagehash
+    import torch
+    from PIL import Image
+
+    imgs = load_fmnist(n)
+    if size != 28:
+        imgs = np.stack([np.asarray(Image.fromarray(x).resize((size, size), Image.Resampling.BICUBIC)) for x in imgs])
+    pil = [Image.fromarray(x) for x in imgs[:baseline_n]]
+    print(f"\n## pHash / dHash: {n} Fashion-MNIST images at {size}x{size} "
+          f"(imagehash on {len(pil)}; torch threads {torch.get_num_threads()})")
+    phash.phash_batch(imgs[:8])  # warm the weight caches
+    for name, ours, ref in [("phash", phash.phash_batch, imagehash.phash), ("dhash", phash.dhash_batch, imagehash.dhash)]:
+        t_ref = best_of(lambda: [ref(im) for im in pil], reps=2) / len(pil)
+        t_ours = best_of(lambda: ours(imgs)) / n
+        got = ours(imgs[:len(pil)])
+        want = np.array([int(str(ref(im)), 16) for im in pil], dtype=np.uint64)
+        agree = float((got == want).mean())
+        bits = float(1 - np.bitwise_count(got ^ want).sum() / (64 * len(pil)))
+        print(f"{name}: imagehash {t_ref * 1e6:8.1f} us/img | curate {t_ours * 1e6:7.2f} us/img | "
+              f"ratio {t_ref / t_ours:6.1f}x | hashes identical {agree:.4f}, bits {bits:.6f}")
+    with _threads(1):
+        t1 = best_of(lambda: phash.phash_batch(imgs)) / n
+    t_ref = best_of(lambda: [imagehash.phash(im) for im in pil], reps=2) / len(pil)
+    print(f"phash, curate on 1 torch thread: {t1 * 1e6:7.2f} us/img | ratio {t_ref / t1:6.1f}x")
+
+
+class _threads:
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.old)
+
+
+# ---------------------------------------------------------------------------------- Hamming
+def planted_hashes(n: int, seed: int = 0, cluster_share: float = 0.02, cluster_size: int = 5,
+                   max_flip: int = 8) -> np.ndarray:
+    """Random 64-bit hashes; ``cluster_share`` of them replaced by near-duplicate clusters."""
+    rng = np.random.default_rng(seed)
+    v = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    m = int(n * cluster_share) // cluster_size
+    base = v[rng.choice(n, m, replace=False)]
+    where = rng.choice(n, m * cluster_size, replace=False)
+    copies = np.repeat(base, cluster_size)
+    nflip = rng.integers(0, max_flip + 1, copies.size)
+    for k in range(max_flip):
+        bit = rng.integers(0, 64, copies.size).astype(np.uint64)
+        copies = np.where(nflip > k, copies ^ (np.uint64(1) << bit), copies)
+    v[where] = copies
+    return np.unique(v)
+
+
+def _pool_mapper(workers: int):
+    pool = cf.ProcessPoolExecutor(workers)
+
+    def mapper(fn, items):
+        return list(pool.map(fn, items))
+
+    return pool, mapper
+
+
+def faiss_pairs(v: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    codes = v.view(np.uint8).reshape(-1, 8)
+    index = faiss.IndexBinaryFlat(64)
+    index.add(codes)
+    lims, dist, labels = index.range_search(codes, t + 1)  # faiss keeps distance < radius
+    q = np.repeat(np.arange(v.size), np.diff(lims))
+    keep = (labels > q) & (dist <= t)
+    return q[keep], labels[keep]
+
+
+def bench_hamming(n: int, faiss_n: int, t: int, workers: int, splits: int) -> None:
+    import faiss
+
+    v = planted_hashes(n)
+    bands = hamming.plan(v.size, t)
+    print(f"\n## all-pairs Hamming <= {t}: {v.size} distinct hashes (random + 2% in planted clusters); "
+          f"faiss {faiss.__version__} threads {faiss.omp_get_max_threads()}")
+    print(f"plan: {bands}")
+    pool, mapper = _pool_mapper(workers)
+    try:
+        t0 = time.perf_counter()
+        i, j, d = hamming.pairs(v, t, mapper=mapper, splits=splits)
+        t_ours = time.perf_counter() - t0
+    finally:
+        pool.shutdown()
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    hamming.pairs(v[:faiss_n], t)
+    t_small_1 = time.perf_counter() - t0
+    print(f"curate ({workers} processes, {splits} tasks/band): {t_ours:8.1f} s for n={v.size}, {i.size} pairs "
+          f"| 1 process on n={faiss_n}: {t_small_1:.2f} s (cpu {time.process_time() - c0:.2f} s)")
+    sub = v[:faiss_n]
+    t0 = time.perf_counter()
+    fi, fj = faiss_pairs(sub, t)
+    t_faiss_sub = time.perf_counter() - t0
+    ri, rj, _ = hamming.pairs(sub, t)
+    same = set(zip(fi.tolist(), fj.tolist())) == set(zip(ri.tolist(), rj.tolist()))
+    t_faiss = t_faiss_sub * (v.size / sub.size) ** 2
+    print(f"faiss IndexBinaryFlat range_search: {t_faiss_sub:.2f} s measured on n={sub.size} "
+          f"(same pairs as curate: {same}); EXTRAPOLATED x(n/{sub.size})^2 to n={v.size}: {t_faiss:.0f} s")
+    print(f"ratio (faiss extrapolated / curate): {t_faiss / t_ours:.1f}x ; "
+          f"same-size ratio at n={sub.size}: {t_faiss_sub / t_small_1:.1f}x")
+
+
+# ---------------------------------------------------------------------------------- MinHash
+WORDS = ("ct chest abdomen pelvis mri brain spine contrast without with nodule mass lesion effusion "
+         "pleural pericardial normal abnormal stable unchanged increased decreased right left upper lower "
+         "lobe segment liver kidney spleen pancreas gallbladder no evidence of acute infarct hemorrhage "
+         "fracture mild moderate severe small large measuring mm cm the a is are and in on at").split()
+
+
+def reports(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, rng.integers(30, 120))) + "." for _ in range(n)]
+
+
+def bench_minhash(n: int, num_perm: int) -> None:
+    from datasketch import MinHash
+
+    texts = reports(n)
+    sh = [minhash.shingles(t) for t in texts]
+    print(f"\n## MinHash: {n} report-like texts, char 5-gram shingles "
+          f"(mean {np.mean([len(s) for s in sh]):.0f} per text), num_perm={num_perm}")
+
+    def loop():
+        out = []
+        for s in sh:
+            m = MinHash(num_perm=num_perm)
+            for x in s:
+                m.update(x)
+            out.append(m)
+        return out
+
+    hasher = minhash.MinHasher(num_perm)
+    t_loop = best_of(loop, reps=1)
+    t_bulk = best_of(lambda: MinHash.bulk(sh, num_perm=num_perm), reps=1)
+    t_ours = best_of(lambda: hasher.signatures(sh))
+    ref = np.stack([m.hashvalues.astype(np.uint64) for m in loop()[:200]])
+    same = bool(np.array_equal(ref, hasher.signatures(sh[:200])))
+    print(f"plain MinHash.update loop {t_loop / n * 1e6:8.1f} us/record | MinHash.bulk {t_bulk / n * 1e6:8.1f} | "
+          f"curate {t_ours / n * 1e6:7.1f} | ratio vs loop {t_loop / t_ours:5.1f}x, vs bulk {t_bulk / t_ours:4.1f}x "
+          f"| signatures identical: {same}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phash-n", type=int, default=10000, help="images hashed by curate")
+    ap.add_argument("--imagehash-n", type=int, default=2000, help="images hashed by imagehash (baseline)")
+    ap.add_argument("--image-size", type=int, nargs="+", default=[28, 128], help="image sizes to test")
+    ap.add_argument("--hamming-n", type=int, default=200_000)
+    ap.add_argument("--faiss-n", type=int, default=30_000)
+    ap.add_argument("--threshold", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--splits", type=int, default=2, help="tasks per band")
+    ap.add_argument("--minhash-n", type=int, default=2000)
+    ap.add_argument("--num-perm", type=int, default=128)
+    ap.add_argument("--only", choices=["phash", "hamming", "minhash"], nargs="*")
+    a = ap.parse_args()
+    only = set(a.only or ["phash", "hamming", "minhash"])
+    print(f"# dedup_speed  (cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f})")
+    if "phash" in only:
+        for size in a.image_size:
+            n = a.phash_n if size <= 64 else max(500, a.phash_n // 10)
+            bench_phash(n, size, min(a.imagehash_n, n))
+    if "hamming" in only:
+        bench_hamming(a.hamming_n, a.faiss_n, a.threshold, a.workers, a.splits)
+    if "minhash" in only:
+        bench_minhash(a.minhash_n, a.num_perm)
+
+
+if __name__ == "__main__":
+    main()
