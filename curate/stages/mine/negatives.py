@@ -14,9 +14,10 @@ rest are ranked 0, 1, ... by similarity. Candidates in the rank window
 * ``positive`` - one of the anchor's mined positives (always on);
 * ``margin`` - score above ``max_neg_ratio`` x the anchor's positive score
   (NV-Retriever, Moreira et al. 2024, TopK-PercPos with 95%: ``max_neg_ratio
-  0.95``). The positive score is the best upstream positive (mine.positives)
-  of the anchor, else ``positive_score_default`` (1.0: the anchor's own
-  augmented view).
+  0.95``). The positive score is the anchor's best upstream positive
+  (mine.positives) of a ``margin_positive_kinds`` kind (cosine-scored: nn,
+  adjacent_slice, same_label), else ``positive_score_default`` (1.0: the
+  anchor's own augmented view).
 
 Of the survivors, ``num_negatives`` are taken: ``top`` (the hardest) or
 ``semi_hard`` (uniformly from the ``semi_hard_pool`` hardest survivors, as in
@@ -60,6 +61,10 @@ class NegativesParams(C.KnnParams):
     max_neg_ratio: float = Field(0.95, gt=0, le=1.0, description="TopK-PercPos: negatives must score <= this "
                                                                  "share of the positive's score (NV-Retriever: 0.95)")
     positive_score_default: float = Field(1.0, description="positive score when the anchor has no mined positive")
+    margin_positive_kinds: list[str] = Field(
+        default_factory=lambda: ["nn", "adjacent_slice", "same_label"],
+        description="positive kinds whose (cosine) score may serve as the margin reference; near_duplicate scores "
+                    "are not always cosines and cross_class partners are deliberately far")
 
     @model_validator(mode="after")
     def _window(self) -> "NegativesParams":
@@ -178,19 +183,28 @@ class MineNegatives(GlobalStage):
         best = np.full(n, np.nan, np.float32)
         best_id = np.full(n, None, object)
         pos_keys = []
+        ref_kinds = pa.array(p.margin_positive_kinds, pa.string())
         for t in upstream.values():
             pr = C.positive_rows(t)
             if pr.num_rows == 0:
                 continue
             a = np.array([row.get(s, -1) for s in pr.column("anchor_id").to_pylist()], np.int64)
             q = np.array([row.get(s, -1) for s in pr.column("positive_id").to_pylist()], np.int64)
-            sc = pr.column("positive_score").fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32)
-            pid_ = np.asarray(pr.column("positive_id").to_pylist(), object)
             both = (a >= 0) & (q >= 0)
             pos_keys.append(a[both] * n + q[both])
-            for ai, s, qi in zip(a[a >= 0], sc[a >= 0], pid_[a >= 0]):
-                if np.isfinite(s) and not (s <= best[ai]):
-                    best[ai], best_id[ai] = s, qi
+            # reference positive (margin): the best cosine-scored positive of an allowed kind
+            sc = pr.column("positive_score").fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32)
+            ref = np.asarray(pc.is_in(pr.column("positive_kind"), value_set=ref_kinds).to_numpy(
+                zero_copy_only=False), bool) & (a >= 0) & np.isfinite(sc)
+            idx = np.flatnonzero(ref)
+            if len(idx) == 0:
+                continue
+            idx = idx[np.lexsort((-sc[idx], a[idx]))]
+            first = idx[np.r_[True, a[idx][1:] != a[idx][:-1]]]  # highest score per anchor
+            better = ~(sc[first] <= best[a[first]])  # NaN (unset) or higher than an earlier table's
+            tgt, src = a[first][better], first[better]
+            best[tgt] = sc[src]
+            best_id[tgt] = np.asarray(pr.column("positive_id").take(pa.array(src)).to_pylist(), object)
         has = np.isfinite(best)
         pos_score[has] = best[has]
         ctx.count("anchors_with_positive_reference", int(has.sum()))

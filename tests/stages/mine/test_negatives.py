@@ -109,18 +109,20 @@ def test_rank_window_and_semi_hard(tmp_path):
 
 
 def test_margin_uses_the_mined_positive_score(tmp_path):
-    # with positives mined first, A's reference positive is its nn E (0.97): threshold 0.95*0.97 = 0.92
+    # with positives mined first, A's reference positive is its nn E (0.97), not its near-duplicate R (a pHash
+    # score 0.99, not a cosine): threshold 0.95*0.97 = 0.92
     path, names, _ = planted(tmp_path)
     cfg = PipelineConfig(name="t", stages=[
         {"stage": "test.planted", "path": path}, {"stage": "dedup.apply"},
-        {"stage": "mine.positives", "kinds": ["nn"]},
+        {"stage": "mine.positives", "kinds": ["near_duplicate", "nn"]},
         {"stage": "mine.negatives", "num_negatives": 2, "range_max": 10, "guard_group": False,
          "guard_near_duplicate": False, "guard_label": False}])
     run_pipeline(cfg, run_dir=str(tmp_path / "run2"), scheduler="sync", progress=False)
     pairs = read_run_table(tmp_path / "run2", "03_mine_negatives")
     neg = pairs.filter(pc.is_valid(pairs.column("negative_ids")))
     pos = pairs.filter(pc.is_valid(pairs.column("positive_kind")))
-    assert pos.num_rows == neg.num_rows  # positives pass through: one nn row + one negatives row per anchor
+    # positives pass through: one nn row per anchor + A's near-duplicate, and one negatives row per anchor
+    assert pos.num_rows == neg.num_rows + 1
     a = negatives_of(neg, names["A"])
     assert a["positive_id"] == names["E"] and a["positive_score"] == pytest.approx(0.97, abs=1e-4)
     # E is A's positive (excluded), B 0.90 < 0.9215 passes now
