@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         arms: str = typer.Option("full,curated,random", help="comma-separated: full, curated, random, inflated"),
         steps: int = typer.Option(500, min=1, help="optimisation steps per arm and seed (the equal budget)"),
         batch_size: int = typer.Option(256, min=2, help="images per step"),
-        arch: str = typer.Option("resnet18", help="resnet18 | resnet10 | resnet_tiny"),
+        arch: str = typer.Option("resnet18", help="resnet18 | resnet10 | resnet_tiny | resnet_nano"),
         loss: str = typer.Option("ntxent", help="ntxent | dcl"),
         temperature: float = typer.Option(0.5, help="softmax temperature"),
         lr: float = typer.Option(1e-3, help="peak AdamW learning rate"),

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         out_path: str = typer.Option(None, "--out", "-o", help="checkpoint path [default: RUN_DIR/models/ssl.safetensors]"),
         steps: int = typer.Option(None, min=1, help="optimisation steps [default: 1000]"),
         batch_size: int = typer.Option(None, min=2, help="images per step [default: 256]"),
-        arch: str = typer.Option(None, help="resnet18 | resnet10 | resnet_tiny [default: resnet18]"),
+        arch: str = typer.Option(None, help="resnet18 | resnet10 | resnet_tiny | resnet_nano [default: resnet18]"),
         loss: str = typer.Option(None, help="ntxent (SimCLR) | dcl (decoupled) [default: ntxent]"),
         temperature: float = typer.Option(None, help="softmax temperature [default: 0.5]"),
         lr: float = typer.Option(None, help="peak AdamW learning rate [default: 1e-3]"),

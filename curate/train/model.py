@@ -12,6 +12,8 @@ Architectures (basic blocks per stage, stage widths):
 * ``resnet10``  - (1, 1, 1, 1), (64, 128, 256, 512).
 * ``resnet_tiny`` - (1, 1, 1, 1), (32, 64, 128, 256): CPU-sized, for tests and
   reduced benchmarks.
+* ``resnet_nano`` - (1, 1, 1, 1), (16, 32, 64, 128): ~4x cheaper again, for
+  CPU benchmarks on shared cores.
 
 :class:`SimCLRNet` adds the SimCLR projection head (2-layer MLP, ReLU, output
 dim 128); downstream tasks use the encoder's pooled features, never the head.
@@ -27,6 +29,7 @@ ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
     "resnet10": ((1, 1, 1, 1), (64, 128, 256, 512)),
     "resnet_tiny": ((1, 1, 1, 1), (32, 64, 128, 256)),
+    "resnet_nano": ((1, 1, 1, 1), (16, 32, 64, 128)),
 }
 
 
