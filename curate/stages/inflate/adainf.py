@@ -162,6 +162,21 @@ def mixed_arm(name: str, real: "Any", syn: "Any", replication: float, aug: dict[
                description=description or f"real x{replication:.3g} + {syn.shape[0]} synthetic, aug {aug}")
 
 
+def adainf_arm(d: "Any"):
+    """Eval arm (``RunData -> Arm``) training on a run's kept real rows x its ``adainf`` replication +
+    its synthetic rows, with the recommended augmentation. Register it with
+    ``curate.eval.register_arm("adainf", adainf_arm)``."""
+    from curate.train.data import run_context
+
+    row = read_adainf(run_context(d.run_dir))
+    if row is None:
+        raise ConfigError(f"arm 'adainf': run '{d.run_dir}' has no adainf table; add `stage: inflate.adainf`")
+    real, syn = d.images[d.kept], d.images[d.synthetic]
+    return mixed_arm("adainf", real, syn, float(row["real_replication"]), row["augmentation"],
+                     f"kept real x{row['real_replication']:.3g} + {syn.shape[0]} synthetic, {row['mode']} mode, "
+                     f"augmentation {row['augmentation']}")
+
+
 def proxy_grid(real: "Any", real_labels: "Any", syn: "Any", shares: list[float | None], strengths: list[float],
                train_config: dict[str, Any], probe_fraction: float = 0.2, seeds: tuple[int, ...] = (0,),
                seed: int = 0, log_fn=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -333,7 +348,7 @@ def read_adainf(ctx: StageContext) -> dict[str, Any] | None:
     return row
 
 
-__all__ = ["AdaInf", "ADAINF", "INFLATE_KEYS", "with_inflate_stages", "NORMAL_AUG", "WEAK_AUG", "augmentation", "gap_settings", "mixed_arm",
+__all__ = ["AdaInf", "ADAINF", "adainf_arm", "INFLATE_KEYS", "with_inflate_stages", "NORMAL_AUG", "WEAK_AUG", "augmentation", "gap_settings", "mixed_arm",
            "paper_settings", "proxy_grid", "read_adainf", "real_share", "replicated", "replication_for_share"]
 
 

@@ -114,7 +114,7 @@ def load_unet(path: str | os.PathLike, device: str = "cpu"):
     from diffusers import DDPMScheduler, UNet2DModel
 
     root, sub = resolve_pipeline(path)
-    unet = UNet2DModel.from_pretrained(str(root), subfolder=sub, local_files_only=True)
+    unet = UNet2DModel.from_pretrained(str(root), subfolder=sub, local_files_only=True, low_cpu_mem_usage=False)
     unet.to(device).eval()
     if (root / "scheduler" / "scheduler_config.json").is_file():
         sched_cfg = dict(DDPMScheduler.load_config(str(root), subfolder="scheduler", local_files_only=True))
@@ -242,10 +242,11 @@ def train_diffusion(data: np.ndarray, labels: np.ndarray | None, out_dir: str | 
     rng = np.random.default_rng(seed)
     ckpt = _latest_checkpoint(ckpt_root, fingerprint)
     if ckpt is not None:
-        state = torch.load(ckpt / "state.pt", map_location=dev, weights_only=False)
-        unet.load_state_dict(state["unet"])
-        opt.load_state_dict(state["opt"])
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        unet.load_state_dict(state["unet"])  # copies onto the device of the live parameters
+        opt.load_state_dict(state["opt"])  # optimizer state follows its parameters' device
         ema.load_state_dict(state["ema"])
+        ema.to(dev)
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         start, losses = state["step"], state["losses"]

@@ -7,7 +7,7 @@ import torch
 
 from curate.config import PipelineConfig
 from curate.runner import run_pipeline
-from curate.stages.inflate.adainf import (NORMAL_AUG, WEAK_AUG, gap_settings, paper_settings, proxy_grid,
+from curate.stages.inflate.adainf import (NORMAL_AUG, adainf_arm, WEAK_AUG, gap_settings, paper_settings, proxy_grid,
                                           real_share, replicated)
 from tests.conftest import idx_pipeline, read_run_table
 
@@ -61,6 +61,11 @@ def test_adainf_through_shard_and_loader(tmp_path, squares_idx, tiny_pipeline_di
     assert 0 <= row["precision"] <= 1 and row["fd"] >= 0 and row["encoder"].startswith("pixels")
     if mode == "paper":
         assert row["real_replication"] == 10 and json.loads(row["augmentation"]) == WEAK_AUG
+        from curate.eval import load_run_data
+
+        arm = adainf_arm(load_run_data(str(run)))
+        assert arm.n_samples == 48 * 10 + 40 and arm.train_overrides == WEAK_AUG
+        assert arm.materialise(0).shape[0] == 48 * 10 + 40
     else:
         expect = gap_settings(48, 40, row["precision"])
         assert row["real_replication"] == pytest.approx(expect["real_replication"])
