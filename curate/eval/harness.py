@@ -145,6 +145,10 @@ def evaluate_arms(arms: list[Arm], probe: ProbeData, train_config: dict[str, Any
         for seed in seeds:
             cfg = make_config(base, seed=seed, **arm.train_overrides)
             data = arm.materialise(seed)
+            bs = getattr(data, "batch_size", cfg.batch_size)
+            if bs != cfg.batch_size:
+                raise ConfigError(f"arm '{arm.name}' yields batches of {bs} but the budget is batch_size="
+                                  f"{cfg.batch_size}; return images / (images, weights) / a dataset instead")
             t0 = time.perf_counter()
             res = train(data, cfg, progress=progress)
             t_train = time.perf_counter() - t0

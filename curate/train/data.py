@@ -9,7 +9,12 @@ A batch is a dict ``{"image": uint8 (B, C, H, W), "sample_weight": float (B,),
   ``curate.load``: "image" uint8 (C, H, W), "sample_weight", ...), collated;
   re-iterated epoch after epoch (``set_epoch`` when the dataset has it), resumable
   through the dataset's own ``state_dict`` when it has one.
-* any iterable of batch dicts or bare uint8 (B, C, H, W) tensors (used as is).
+* ``(images, weights)``: a uint8 tensor with per-sample loss weights;
+* any iterable of batch dicts or bare uint8 (B, C, H, W) tensors (``ShardLoader``).
+
+A ``ShardDataset`` / ``ShardLoader`` with ``weighting="replicate"`` already
+honours ``sample_weight`` by replication, so its weights are not applied to the
+loss a second time; with ``weighting="none"`` they weigh the loss.
 
 :func:`run_samples` reads the ``samples`` table of a run directory (the kept set
 after ``dedup.apply``, or what ingest produced) and :func:`images_tensor`
@@ -74,9 +79,16 @@ class TensorBatches:
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
 
 
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+def _replicates(ds: Any) -> bool:
+    """True when the dataset already honours ``sample_weight`` by replication (ShardDataset's default):
+    the loss must then not weigh the samples a second time."""
+    inner = getattr(ds, "dataset", ds)
+    return getattr(inner, "weighting", None) == "replicate"
+
+
+def _collate(samples: list[dict[str, Any]], use_weights: bool = True) -> dict[str, Any]:
     imgs = torch.stack([torch.as_tensor(s["image"]) for s in samples])
-    w = torch.tensor([float(s.get("sample_weight", 1.0) or 1.0) for s in samples])
+    w = torch.tensor([float(s.get("sample_weight", 1.0) or 1.0) if use_weights else 1.0 for s in samples])
     ids = [s.get("sample_id") for s in samples]
     return _batch(imgs, w, ids if all(i is not None for i in ids) else None)
 
@@ -87,6 +99,7 @@ class SampleBatches:
     def __init__(self, dataset: Iterable[dict[str, Any]], batch_size: int):
         self.dataset, self.batch_size = dataset, batch_size
         self.epoch = getattr(dataset, "epoch", 0) or 0
+        self.use_weights = not _replicates(dataset)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
@@ -95,7 +108,7 @@ class SampleBatches:
                 buf.append(s)
                 if len(buf) == self.batch_size:
                     produced += 1
-                    yield _collate(buf)
+                    yield _collate(buf, self.use_weights)
                     buf = []
             if produced == 0:
                 raise ConfigError(f"the dataset yielded fewer samples than one batch ({self.batch_size}) in epoch "
@@ -124,13 +137,18 @@ class _PassThrough:
 
     def __init__(self, it: Iterable):
         self.it = it
+        self.use_weights = not _replicates(it)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
             n = 0
             for b in self.it:
                 n += 1
-                yield b if isinstance(b, dict) else _batch(b)
+                if not isinstance(b, dict):
+                    b = _batch(b)
+                elif not self.use_weights and "sample_weight" in b:
+                    b = {**b, "sample_weight": None}
+                yield b
             if n == 0:
                 raise ConfigError("the training data iterable is empty (or a one-shot iterator ran out); "
                                   "pass a re-iterable dataset or fewer --steps")
@@ -151,6 +169,9 @@ def as_batches(data: Any, batch_size: int, seed: int = 0):
         return TensorBatches(data, batch_size, seed)
     if isinstance(data, np.ndarray):
         return TensorBatches(torch.from_numpy(data), batch_size, seed)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        images, weights = data  # (uint8 images, per-sample loss weights)
+        return TensorBatches(images, batch_size, seed, None if weights is None else torch.as_tensor(weights).float())
     it = iter(data)
     first = next(it, None)
     if first is None:

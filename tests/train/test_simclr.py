@@ -106,3 +106,43 @@ def test_sample_dicts_weights_hard_negatives_and_mochi():
     res = train(samples, steps=3, hard_negatives=2, negatives=bank,
                 mochi={"n_hard": 4, "s": 4, "s_prime": 2}, **dict(CFG, batch_size=8))
     assert len(res.losses) == 3 and all(np.isfinite(res.losses))
+
+
+def test_train_from_shard_dataset_resumes_exactly(tmp_path):
+    from curate.load.dataset import ShardDataset
+    from tests.load._shards import make_shards
+
+    _, index, _ = make_shards(tmp_path / "shards", n=40, real_replication=1.0)
+    mk = lambda: ShardDataset(tmp_path / "shards", shuffle_buffer=8, seed=0)  # noqa: E731
+    kw = dict(CFG, batch_size=8, steps=6, seed=0, checkpoint_every=4)
+    full = train(mk(), **kw)  # 40 samples / 8 = 5 batches per epoch: crosses an epoch boundary
+    ck = str(tmp_path / "ck.safetensors")
+    import curate.train.simclr as simclr  # resume from the step-4 checkpoint of an identical run
+    part = str(tmp_path / "p.safetensors")
+    real = simclr.save_checkpoint
+    try:
+        simclr.save_checkpoint = lambda path, *a, **k: real(part, *a, **k) if a[2] == 4 else None
+        train(mk(), out=ck, **kw)
+    finally:
+        simclr.save_checkpoint = real
+    resumed = train(mk(), resume=part, progress=False)
+    assert resumed.losses == full.losses[4:]
+
+
+def test_weights_tuple_and_replicated_weights_not_double_counted():
+    from curate.train.data import SampleBatches, as_batches
+
+    imgs = tiny_images(16)
+    w = torch.linspace(0.5, 2.0, 16)
+    src = as_batches((imgs, w), 8, seed=0)
+    b = next(iter(src))
+    assert b["image"].shape == (8, 1, 16, 16) and not torch.all(b["sample_weight"] == 1)
+
+    class Replicating(list):
+        weighting = "replicate"
+
+    items = Replicating({"image": imgs[i], "sample_weight": 3.0} for i in range(16))
+    batch = next(iter(SampleBatches(items, 8)))
+    assert torch.all(batch["sample_weight"] == 1.0)  # replication already applied the weight
+    res = train((imgs, w), steps=2, **CFG)
+    assert len(res.losses) == 2
