@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate import imaging, schemas
+from curate import schemas
 from curate.config import StageParams
 from curate.errors import ConfigError
 from curate.samples import sample_row, samples_table

@@ -21,7 +21,11 @@ rest are ranked 0, 1, ... by similarity. Candidates in the rank window
 
 Of the survivors, ``num_negatives`` are taken: ``top`` (the hardest) or
 ``semi_hard`` (uniformly from the ``semi_hard_pool`` hardest survivors, as in
-InterCLR, Xie et al. 2022). One ``pairs`` row per anchor: ``negative_ids`` /
+InterCLR, Xie et al. 2022). Guards can leave an anchor short (with labels,
+most of a class's nearest neighbours share its label): such anchors search on
+to rank ``range_extend`` and fill up with the hardest survivors there
+(counted: ``anchors_extended``, ``negatives_from_extension``); what is still
+missing is counted in ``anchors_short`` / ``anchors_without_negatives``. One ``pairs`` row per anchor: ``negative_ids`` /
 ``negative_scores`` (hardest first), ``positive_id`` / ``positive_score`` =
 the reference positive. Query blocks of ``block_size`` anchors are
 independent tasks (``ctx.map``) that return only the selected negatives, so
@@ -51,6 +55,8 @@ class NegativesParams(C.KnnParams):
     num_negatives: int = Field(8, ge=1, le=1024, description="hard negatives per anchor")
     range_min: int = Field(0, ge=0, description="skip the range_min nearest neighbours (rank window start)")
     range_max: int = Field(50, ge=1, description="consider neighbours ranked below range_max (kNN k = range_max + 1)")
+    range_extend: int | None = Field(400, ge=2, description="anchors the guards leave short of num_negatives "
+                                                            "search on to this rank (hardest first); null: off")
     sampling: Literal["top", "semi_hard"] = Field("top", description="top: hardest survivors; semi_hard: uniform "
                                                                     "from the semi_hard_pool hardest (InterCLR)")
     semi_hard_pool: int = Field(32, ge=1, description="semi_hard: size M of the top-M pool")
@@ -88,20 +94,15 @@ def _aux(path: str) -> dict:
     return hit
 
 
-def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Task: negatives of anchors [a, b). Returns (ids (B, m) with -1 padding, scores (B, m), counters)."""
-    vec_path, index_path, aux_path, a, b, p = item
-    x, index = faiss_knn._load(vec_path, index_path)
-    aux = _aux(aux_path)
-    n = len(x)
-    k = min(p["range_max"] + 1, n)
-    S, I = index.search(np.ascontiguousarray(x[a:b], dtype=np.float32), k)
-    anchors = np.arange(a, b, dtype=np.int64)[:, None]
+def _survivors(S: np.ndarray, I: np.ndarray, anchors: np.ndarray, aux: dict, p: dict, lo: int, hi: int,
+               counts: dict[str, int]) -> np.ndarray:
+    """Candidates ranked in [lo, hi) (self excluded) that pass every enabled guard; guard hits are counted."""
+    n = len(aux["dup"])
     valid = (I >= 0) & (I != anchors)
     rank = np.cumsum(valid, axis=1) - 1
-    window = valid & (rank >= p["range_min"]) & (rank < p["range_max"])
+    window = valid & (rank >= lo) & (rank < hi)
     J = np.where(I >= 0, I, 0)
-    counts: dict[str, int] = {"candidates": int(window.sum())}
+    counts["candidates"] = counts.get("candidates", 0) + int(window.sum())
     reject = np.zeros_like(window)
     checks = []
     if p["guard_near_duplicate"]:
@@ -114,42 +115,74 @@ def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         checks.append(("label", (lab[anchors] >= 0) & (lab[J] == lab[anchors])))
     if len(aux["pos_keys"]):
         keys = anchors * n + J
-        pos = np.isin(keys.ravel(), aux["pos_keys"], assume_unique=False).reshape(keys.shape)
-        checks.append(("positive", pos))
+        checks.append(("positive", np.isin(keys.ravel(), aux["pos_keys"]).reshape(keys.shape)))
     if p["guard_margin"]:
         checks.append(("margin", S > p["max_neg_ratio"] * aux["pos_score"][anchors]))
     for name, hit in checks:
         hit = hit & window
-        counts[f"rejected_{name}"] = int(hit.sum())
+        counts[f"rejected_{name}"] = counts.get(f"rejected_{name}", 0) + int(hit.sum())
         reject |= hit
-    ok = window & ~reject
-    counts["rejected_any"] = int((window & reject).sum())
-    m = p["num_negatives"]
-    if p["sampling"] == "semi_hard":
-        pool = ok & (np.cumsum(ok, axis=1) <= p["semi_hard_pool"])
-        rng = np.random.default_rng([p["seed"], a])
+    counts["rejected_any"] = counts.get("rejected_any", 0) + int((window & reject).sum())
+    return window & ~reject
+
+
+def _select(ok: np.ndarray, S: np.ndarray, I: np.ndarray, m: int, sampling: str, pool_size: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) (B, m), picks packed to the left in rank order (hardest first), -1 / NaN padding."""
+    k = ok.shape[1]
+    if sampling == "semi_hard":
+        pool = ok & (np.cumsum(ok, axis=1) <= pool_size)
         keys = np.where(pool, rng.random(pool.shape), np.inf)
         pick = np.argsort(keys, axis=1, kind="stable")[:, :m]
-        picked_ok = np.take_along_axis(pool, pick, 1)
-        pick = np.where(picked_ok, pick, k + 1)  # unpicked sort last
-        pick = np.sort(pick, axis=1)  # back to rank order (hardest first)
-        picked_ok = pick <= k
+        picked = np.take_along_axis(pool, pick, 1)
+        pick = np.sort(np.where(picked, pick, k + 1), axis=1)  # back to rank order; unpicked last
+        picked = pick <= k
         pick = np.minimum(pick, k - 1)
     else:
-        order = np.argsort(~ok, axis=1, kind="stable")[:, :m]  # survivors first, in rank order
-        pick = order
-        picked_ok = np.take_along_axis(ok, pick, 1)
+        pick = np.argsort(~ok, axis=1, kind="stable")[:, :m]  # survivors first, in rank order
+        picked = np.take_along_axis(ok, pick, 1)
     if pick.shape[1] < m:  # fewer candidates than num_negatives (tiny data)
-        pad = m - pick.shape[1]
-        pick = np.pad(pick, ((0, 0), (0, pad)))
-        picked_ok = np.pad(picked_ok, ((0, 0), (0, pad)))
-    ids = np.where(picked_ok, np.take_along_axis(I, pick, 1), -1)
-    scores = np.where(picked_ok, np.take_along_axis(S, pick, 1), np.nan).astype(np.float32)
-    got = picked_ok.sum(1)
+        pad = ((0, 0), (0, m - pick.shape[1]))
+        pick, picked = np.pad(pick, pad), np.pad(picked, pad)
+    ids = np.where(picked, np.take_along_axis(I, pick, 1), -1).astype(np.int64)
+    scores = np.where(picked, np.take_along_axis(S, pick, 1), np.nan).astype(np.float32)
+    return ids, scores
+
+
+def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Task: negatives of anchors [a, b). Returns (ids (B, m) with -1 padding, scores (B, m), counters)."""
+    vec_path, index_path, aux_path, a, b, p = item
+    x, index = faiss_knn._load(vec_path, index_path)
+    aux = _aux(aux_path)
+    n, m = len(x), p["num_negatives"]
+    rng = np.random.default_rng([p["seed"], a])
+    counts: dict[str, int] = {}
+    S, I = index.search(np.ascontiguousarray(x[a:b], dtype=np.float32), min(p["range_max"] + 1, n))
+    anchors = np.arange(a, b, dtype=np.int64)[:, None]
+    ok = _survivors(S, I, anchors, aux, p, p["range_min"], p["range_max"], counts)
+    ids, scores = _select(ok, S, I, m, p["sampling"], p["semi_hard_pool"], rng)
+    short = np.flatnonzero((ids >= 0).sum(1) < m)
+    ext = p.get("range_extend")
+    if ext and ext > p["range_max"] and len(short) and n > p["range_max"] + 1:
+        # fallback: anchors the guards left short search deeper, ranks [range_max, range_extend), hardest first
+        rows = a + short
+        S2, I2 = index.search(np.ascontiguousarray(x[rows], dtype=np.float32), min(ext + 1, n))
+        ok2 = _survivors(S2, I2, rows[:, None].astype(np.int64), aux, p, max(p["range_min"], p["range_max"]), ext,
+                         counts)
+        ids2, sc2 = _select(ok2, S2, I2, m, "top", 0, rng)
+        before = int((ids[short] >= 0).sum())
+        both_ids = np.concatenate([ids[short], ids2], axis=1)
+        both_sc = np.concatenate([scores[short], sc2], axis=1)
+        order = np.argsort(both_ids < 0, axis=1, kind="stable")[:, :m]  # window picks first, then the extension
+        ids[short] = np.take_along_axis(both_ids, order, 1)
+        scores[short] = np.take_along_axis(both_sc, order, 1)
+        counts["anchors_extended"] = len(short)
+        counts["negatives_from_extension"] = int((ids[short] >= 0).sum()) - before
+    got = (ids >= 0).sum(1)
     counts["negatives"] = int(got.sum())
     counts["anchors_short"] = int((got < m).sum())
     counts["anchors_without_negatives"] = int((got == 0).sum())
-    return ids.astype(np.int64), scores, counts
+    return ids, scores, counts
 
 
 def list_column(idx: np.ndarray, values: np.ndarray, mask: np.ndarray, value_type: pa.DataType) -> pa.Array:
@@ -214,7 +247,7 @@ class MineNegatives(GlobalStage):
         kind = spec.resolve(n)
         ctx.counters["knn_index_" + kind] = 1
         if kind != "flat" and n > 1:
-            ctx.counters["knn_recall"] = round(faiss_knn.measure_recall(index, kept.x, min(10, n), 1000, seed), 4)
+            ctx.counters["knn_recall"] = round(faiss_knn.measure_recall(index, kept.x, min(10, n), 500, seed), 4)
         del index
         aux = dict(label=kept.label, group=kept.group, dup=kept.dup, pos_score=pos_score,
                    pos_keys=np.unique(np.concatenate(pos_keys)) if pos_keys else np.zeros(0, np.int64))
@@ -228,7 +261,8 @@ class MineNegatives(GlobalStage):
             os.replace(aux_path + ".tmp.npz", aux_path)
         if not kept.has_labels and p.guard_label:
             ctx.count("label_guard_inactive_no_labels")
-        prm = dict(range_max=p.range_max, range_min=p.range_min, num_negatives=p.num_negatives,
+        prm = dict(range_max=p.range_max, range_min=p.range_min, range_extend=p.range_extend,
+                   num_negatives=p.num_negatives,
                    sampling=p.sampling, semi_hard_pool=p.semi_hard_pool, guard_near_duplicate=p.guard_near_duplicate,
                    guard_group=p.guard_group, guard_label=p.guard_label, guard_margin=p.guard_margin,
                    max_neg_ratio=p.max_neg_ratio, seed=seed)

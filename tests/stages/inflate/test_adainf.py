@@ -1,5 +1,4 @@
 import json
-import os
 
 import numpy as np
 import pytest
@@ -7,7 +6,7 @@ import torch
 
 from curate.config import PipelineConfig
 from curate.runner import run_pipeline
-from curate.stages.inflate.adainf import (NORMAL_AUG, adainf_arm, WEAK_AUG, gap_settings, paper_settings, proxy_grid,
+from curate.stages.inflate.adainf import (WEAK_AUG, adainf_arm, gap_settings, paper_settings, proxy_grid,
                                           real_share, replicated)
 from tests.conftest import idx_pipeline, read_run_table
 

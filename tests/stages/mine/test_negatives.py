@@ -108,6 +108,19 @@ def test_rank_window_and_semi_hard(tmp_path):
     assert got["negative_scores"] == sorted(got["negative_scores"], reverse=True)
 
 
+def test_short_anchors_search_on_to_range_extend(tmp_path):
+    path, names, ids = planted(tmp_path)
+    # window = ranks 0..5 (E B C D F G): guards leave F, G; the extension fills up from the fillers
+    pairs, _ = run(tmp_path, path, num_negatives=4, range_max=6)
+    got = negatives_of(pairs, names["A"])["negative_ids"]
+    assert got[:2] == [names["F"], names["G"]] and len(got) == 4 and set(got[2:]) <= set(ids[8:])
+    st = stats(tmp_path)
+    assert st["anchors_extended"] >= 1 and st["negatives_from_extension"] >= 2
+    pairs, _ = run(tmp_path, path, num_negatives=4, range_max=6, range_extend=None)
+    assert negatives_of(pairs, names["A"])["negative_ids"] == [names["F"], names["G"]]
+    assert stats(tmp_path)["anchors_short"] >= 1
+
+
 def test_margin_uses_the_mined_positive_score(tmp_path):
     # with positives mined first, A's reference positive is its nn E (0.97), not its near-duplicate R (a pHash
     # score 0.99, not a cosine): threshold 0.95*0.97 = 0.92
