@@ -6,10 +6,12 @@ signatures vectorised, identical to ``datasketch.MinHash`` for the same
 ``hashes`` table. ``reduce`` collapses identical signatures, cuts the rest into
 LSH bands (``bands`` x ``rows``; default datasketch ``MinHashLSH``'s optimum for
 the threshold), joins equal band values across all partitions as independent
-``ctx.map`` tasks (groups of bands), verifies every candidate pair by its
-estimated Jaccard ``>= threshold``, and takes connected components. The first
-row of each group in source order is kept; the others are removed naming it,
-with the estimated Jaccard to it as ``score``. Rows with no text (null, or empty
+``ctx.map`` tasks (groups of bands) and verifies every candidate pair by its
+estimated Jaccard ``>= threshold``. Union-find components of the verified
+pairs give ``cluster_id``; removal is keep-first without chaining, as in
+``dedup.phash``: in source order, a row is removed when it is a verified
+near-duplicate of an already kept row (the most similar one is named as
+``representative_id``, its estimated Jaccard is the ``score``). Rows with no text (null, or empty
 after normalisation) are kept with reason ``no_text``.
 
 Shingles: normalised text (NFKC, lower case, punctuation removed, whitespace
