@@ -250,20 +250,20 @@ def band_task(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             continue
         ks, kv, ksingle, s1, c1 = idx.keys_without(e.bit_length() - 1)
         tgt = ks ^ e
-        occ = idx.occupied[tgt]
-        hit = np.flatnonzero(occ)
+        occ = np.take(idx.occupied, tgt)
+        hit = np.flatnonzero(occ.view(bool))  # bool view: numpy's fast nonzero path
         if hit.size == 0:
             continue
-        kt = tgt[hit]
-        single = (occ[hit] == 1) & ksingle[hit]
+        kt = np.take(tgt, hit)
+        single = (np.take(occ, hit) == 1) & np.take(ksingle, hit)
         # one item on each side (nearly always): verify straight from the bucket values
         hs = hit[single]
         kts = kt[single]
-        x = kv[hs] ^ idx.value[kts]
+        x = np.take(kv, hs) ^ np.take(idx.value, kts)
         ok = np.flatnonzero(np.bitwise_count(x) <= t)
         if ok.size:
-            emit(s1[hs[ok]].astype(np.int64), idx.start[kts[ok]].astype(np.int64))
-        if not single.all():  # several items in a bucket: expand them
+            emit(np.take(s1, hs[ok]).astype(np.int64), np.take(idx.start, kts[ok]).astype(np.int64))
+        if hs.size != hit.size:  # several items in a bucket: expand them
             many = ~single
             hm, ktm = hit[many], kt[many]
             pend.append((s1[hm], c1[hm], idx.start[ktm], idx.count[ktm]))
