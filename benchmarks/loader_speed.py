@@ -104,12 +104,17 @@ def bench_write(table, tmp: str, reps: int = 3) -> tuple[float, float]:
     return min(bare), min(ours)
 
 
-def gpu_step_bench(index_dir: str, batch: int, workers: int, steps: int) -> None:
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def gpu_step_bench(index_dir: str, batch: int, workers: int, steps: int, device: str = "cuda") -> None:
     from curate.load import ShardDataset, ShardLoader, SimCLRAugment
     from curate.train.losses import contrastive_loss
     from curate.train.model import SimCLRNet
 
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     model = SimCLRNet("resnet18", in_channels=3).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     aug = SimCLRAugment(32, generator=torch.Generator(device=dev).manual_seed(0))
@@ -118,7 +123,7 @@ def gpu_step_bench(index_dir: str, batch: int, workers: int, steps: int) -> None
 
     def step(b):
         x = b["image"].float().div_(255).expand(-1, 3, -1, -1)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             z1, z2 = model(aug(x).contiguous(memory_format=torch.channels_last)), model(aug(x).contiguous(memory_format=torch.channels_last))
             loss = contrastive_loss(z1.float(), z2.float())
         opt.zero_grad(set_to_none=True)
@@ -128,17 +133,18 @@ def gpu_step_bench(index_dir: str, batch: int, workers: int, steps: int) -> None
     # compute-only time per step on a resident batch
     it = iter(loader)
     first = next(it)
-    for _ in range(5):
+    reps = 20 if dev.type == "cuda" else 2
+    for _ in range(min(5, reps)):
         step(first)
-    torch.cuda.synchronize()
+    _sync(dev)
     t0 = time.perf_counter()
-    for _ in range(20):
+    for _ in range(reps):
         step(first)
-    torch.cuda.synchronize()
-    compute = (time.perf_counter() - t0) / 20
+    _sync(dev)
+    compute = (time.perf_counter() - t0) / reps
     # fed by the loader
     done = 0
-    torch.cuda.synchronize()
+    _sync(dev)
     t0 = time.perf_counter()
     while done < steps:
         for b in loader:
@@ -146,9 +152,10 @@ def gpu_step_bench(index_dir: str, batch: int, workers: int, steps: int) -> None
             done += 1
             if done >= steps:
                 break
-    torch.cuda.synchronize()
+    _sync(dev)
     fed = (time.perf_counter() - t0) / done
-    print(f"gpu: {torch.cuda.get_device_name()}  ResNet-18 SimCLR step (batch {batch}, 2 views 32x32, bf16): "
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (smoke run)"
+    print(f"gpu: {name}  ResNet-18 SimCLR step (batch {batch}, 2 views 32x32, bf16): "
           f"compute-only {compute * 1e3:.1f} ms, loader-fed {fed * 1e3:.1f} ms/step, "
           f"GPU busy share {min(1.0, compute / fed):.2%}, {batch / fed:.0f} samples/s")
 
@@ -161,6 +168,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs timed per loader (best is reported)")
     ap.add_argument("--gpu", action="store_true", help="time a ResNet-18 SimCLR step fed by the loader")
     ap.add_argument("--gpu-steps", type=int, default=200)
+    ap.add_argument("--gpu-device", default="cuda", help="'cpu' runs the --gpu code path on CPU (smoke test)")
     ap.add_argument("--tmp", default=None)
     args = ap.parse_args()
 
@@ -206,10 +214,10 @@ def main() -> None:
     print(f"read   curate ShardLoader ({w} workers): {res['curate']:9.0f} samples/s   "
           f"= {res['curate'] / res['folder']:.2f}x folder (goal >= 3x), {res['curate'] / res['pyarrow']:.2f}x bare pyarrow")
     if args.gpu:
-        if not torch.cuda.is_available():
+        if args.gpu_device == "cuda" and not torch.cuda.is_available():
             print("gpu: skipped (no CUDA device)")
         else:
-            gpu_step_bench(shard_dir, args.batch, args.workers, args.gpu_steps)
+            gpu_step_bench(shard_dir, args.batch, args.workers, args.gpu_steps, args.gpu_device)
     if args.tmp is None:
         shutil.rmtree(tmp, ignore_errors=True)
 

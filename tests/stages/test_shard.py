@@ -2,9 +2,7 @@ import hashlib
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from curate.config import PipelineConfig
 from curate.load import ShardDataset

@@ -84,7 +84,7 @@ def test_slice_k_and_missing_data_is_skipped_and_counted(tmp_path):
     make_partitions(x, p2)
     cfg = PipelineConfig(name="t", stages=[{"stage": "test.planted", "path": p2},
                                            {"stage": "mine.positives", "kinds": ["same_label", "nn"]}])
-    summary = run_pipeline(cfg, run_dir=str(tmp_path / "run3"), scheduler="sync", progress=False)
+    run_pipeline(cfg, run_dir=str(tmp_path / "run3"), scheduler="sync", progress=False)
     pairs = read_run_table(tmp_path / "run3", "01_mine_positives")
     assert set(pairs.column("positive_kind").to_pylist()) == {"nn"}
     import json
