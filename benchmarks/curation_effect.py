@@ -247,6 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     kr = s["curated"]["knn_mean"] / s["random"]["knn_mean"]
     log(f"\nratios (linear probe): curated/full {cf:.4f}  curated/random {cr:.4f};  (kNN): curated/full {kf:.4f}  "
         f"curated/random {kr:.4f}")
+    # paired by seed (same init, same augmentation stream): the arm-to-arm difference without seed noise
+    by = {(r.arm, r.seed): r for r in report.results}
+    paired = {}
+    for other in ("full", "random"):
+        for metric in ("linear_acc", "knn_acc"):
+            d = [100 * (getattr(by["curated", sd], metric) - getattr(by[other, sd], metric)) for sd in seeds]
+            paired[f"curated_minus_{other}_{metric}"] = {"mean": statistics.fmean(d),
+                                                         "sd": statistics.stdev(d) if len(d) > 1 else 0.0,
+                                                         "per_seed": d}
+    log("paired by seed, curated minus other (points): " + "; ".join(
+        f"{k.replace('curated_minus_', '')} {v['mean']:+.2f} ± {v['sd']:.2f}" for k, v in paired.items()))
     goal = (s["curated"]["linear_mean"] >= s["full"]["linear_mean"] and s["curated"]["linear_mean"] >
             s["random"]["linear_mean"] and gt["kept_share"] <= 0.5)
     log(f"goal (curated >= full and > random on the linear probe at <= 50% of the data): "
@@ -254,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"setting": setting, "settings": cfg, "perturbation": {"shift": args.shift, "noise": args.noise,
              "gain": args.gain, "offset": args.offset}, "dedup": dedup, "ground_truth": gt, "random_init": floor,
              "ratios": {"linear_curated_over_full": cf, "linear_curated_over_random": cr,
-                        "knn_curated_over_full": kf, "knn_curated_over_random": kr}, "goal_met": goal,
+                        "knn_curated_over_full": kf, "knn_curated_over_random": kr}, "paired_differences": paired,
+             "goal_met": goal,
              "total_seconds": round(time.perf_counter() - t_all, 1), "command": " ".join(sys.argv)}
     with open(paths["json"]) as f:
         data = json.load(f)

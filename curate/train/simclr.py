@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
@@ -79,6 +79,13 @@ class TrainConfig(BaseModel):
     bf16: bool = Field(True, description="bf16 autocast (CUDA only; ignored on CPU)")
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0: only at the end)")
     log_every: int = Field(10, ge=1, description="progress-bar refresh interval in steps")
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        if v not in ARCHS:
+            raise ValueError(f"unknown arch '{v}'; choose one of {', '.join(ARCHS)}")
+        return v
 
     def augment_params(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in ("crop_min_scale", "jitter_p", "jitter_strength", "gray_p", "flip_p")}
