@@ -90,7 +90,11 @@ def _collate(samples: list[dict[str, Any]], use_weights: bool = True) -> dict[st
     imgs = torch.stack([torch.as_tensor(s["image"]) for s in samples])
     w = torch.tensor([float(s.get("sample_weight", 1.0) or 1.0) if use_weights else 1.0 for s in samples])
     ids = [s.get("sample_id") for s in samples]
-    return _batch(imgs, w, ids if all(i is not None for i in ids) else None)
+    out = _batch(imgs, w, ids if all(i is not None for i in ids) else None)
+    if "negative_image" in samples[0]:  # ShardDataset(pairs="triplet"): one mined negative per anchor
+        out["negative_image"] = torch.stack([torch.as_tensor(s["negative_image"]) for s in samples])
+        out["has_negative"] = torch.tensor([bool(s.get("has_negative", True)) for s in samples])
+    return out
 
 
 class SampleBatches:

@@ -72,7 +72,9 @@ class TrainConfig(BaseModel):
     jitter_strength: float = Field(1.0, ge=0, description="SimCLR 1.0; AdaInf weak 0.5")
     gray_p: float = Field(0.2, ge=0, le=1)
     flip_p: float = Field(0.5, ge=0, le=1)
-    hard_negatives: int = Field(0, ge=0, description="mined negatives per anchor appended to the in-batch ones")
+    hard_negatives: int = Field(0, ge=0, description="mined negatives per anchor appended to the in-batch ones "
+                                "(from a NegativeBank; with ShardDataset(pairs='triplet') batches: any value > 0 uses "
+                                "their one negative_image)")
     mochi: MoCHiParams | None = None
     seed: int = 0
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1' ...")
@@ -294,9 +296,14 @@ def train(data: Any, cfg: TrainConfig | dict | None = None, *, out: str | None =
         n = x.shape[0]
         v1, v2 = aug(x), aug(x)
         views = [v1, v2]
-        neg_mask = None
-        if use_negs and batch.get("sample_id") is not None:
+        nimg = neg_mask = None
+        if use_negs and batch.get("sample_id") is not None:  # mined ids -> images (run dir pairs table)
             nimg, neg_mask = negatives.lookup(list(batch["sample_id"]))
+        elif cfg.hard_negatives > 0 and batch.get("negative_image") is not None:  # ShardDataset(pairs="triplet")
+            nimg = torch.as_tensor(batch["negative_image"])[:, None]
+            has = batch.get("has_negative")
+            neg_mask = (torch.ones(n, dtype=torch.bool) if has is None else torch.as_tensor(has).bool().cpu())[:, None]
+        if nimg is not None:
             if nimg.shape[-2:] != x.shape[-2:]:
                 raise ConfigError(f"negative images are {tuple(nimg.shape[-2:])} but the batch is {tuple(x.shape[-2:])}")
             views.append(aug(nimg.flatten(0, 1).to(device)))
@@ -307,7 +314,7 @@ def train(data: Any, cfg: TrainConfig | dict | None = None, *, out: str | None =
             z = model(inp)
         z = z.float()
         z1, z2 = z[:n], z[n:2 * n]
-        extra = z[2 * n:].view(n, cfg.hard_negatives, -1) if neg_mask is not None else None
+        extra = z[2 * n:].view(n, nimg.shape[1], -1) if nimg is not None else None
         loss = contrastive_loss(z1, z2, cfg.temperature, loss=cfg.loss, weights=wts, extra_negatives=extra,
                                 extra_mask=None if neg_mask is None else neg_mask.to(device),
                                 mochi=mochi if (mochi is not None and step >= cfg.mochi.start_step) else None,

@@ -146,3 +146,16 @@ def test_weights_tuple_and_replicated_weights_not_double_counted():
     assert torch.all(batch["sample_weight"] == 1.0)  # replication already applied the weight
     res = train((imgs, w), steps=2, **CFG)
     assert len(res.losses) == 2
+
+
+def test_triplet_batches_from_shards_use_their_negative():
+    imgs = tiny_images(16)
+    items = [{"image": imgs[i], "negative_image": imgs[(i + 3) % 16], "has_negative": i % 4 != 0,
+              "sample_weight": 1.0} for i in range(16)]
+    from curate.train.data import SampleBatches
+
+    b = next(iter(SampleBatches(items, 8)))
+    assert b["negative_image"].shape == (8, 1, 16, 16) and b["has_negative"].tolist()[:2] == [False, True]
+    with_neg = train(items, steps=2, hard_negatives=1, **dict(CFG, batch_size=8)).losses
+    without = train(items, steps=2, **dict(CFG, batch_size=8)).losses
+    assert with_neg[0] != without[0] and all(np.isfinite(with_neg))  # extra terms in the denominator
