@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.nn import functional as F
 
@@ -71,11 +73,10 @@ def encode(encoder: torch.nn.Module, images: torch.Tensor, image_size: int | Non
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     out = []
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for s in range(0, images.shape[0], batch_size):
         x = images[s: s + batch_size].to(device).float().div_(255.0)
         if image_size is not None and x.shape[-1] != image_size:
             x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        with amp:
+        with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext():
             out.append(encoder(x).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)

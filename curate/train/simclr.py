@@ -22,6 +22,7 @@ Python API::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -272,7 +273,7 @@ def train(data: Any, cfg: TrainConfig | dict | None = None, *, out: str | None =
             if f"rng.{name}" in state:
                 g.set_state(state[f"rng.{name}"])
     use_negs = negatives is not None and cfg.hard_negatives > 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    use_bf16 = cfg.bf16 and device.type == "cuda"
 
     def save(step: int) -> None:
         save_checkpoint(out, model, cfg, step, opt, sched, source.state_dict() if hasattr(source, "state_dict")
@@ -310,7 +311,7 @@ def train(data: Any, cfg: TrainConfig | dict | None = None, *, out: str | None =
         inp = torch.cat(views)
         if device.type == "cuda":
             inp = inp.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext():
             z = model(inp)
         z = z.float()
         z1, z2 = z[:n], z[n:2 * n]
