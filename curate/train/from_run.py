@@ -64,5 +64,6 @@ def train_from_run(run_dir: str, which: str = "kept", out: str | None = None, re
     else:
         cfg = make_config(cfg, image_size=size, in_channels=channels)
         result = train(source, cfg, out=out, negatives=negatives, progress=progress)
-    result.stats.update({"run_dir": run_dir, "which": which, "samples": len(ids)})
+    result.stats.update({"run_dir": run_dir, "which": which, "samples": len(ids),
+                         "anchors_with_negatives": len(negatives) if negatives is not None else 0})
     return result
