@@ -74,7 +74,7 @@ def scale(n: int, d: int = 64, block: int = 16384) -> None:
              pos_keys=np.zeros(0, np.int64))
     prm = dict(range_max=50, range_min=0, num_negatives=8, sampling="top", semi_hard_pool=32,
                guard_near_duplicate=True, guard_group=True, guard_label=True, guard_margin=True,
-               max_neg_ratio=0.95, seed=0)
+               max_neg_ratio=0.95, seed=0, knn=spec)
     t0 = time.perf_counter()
     for a in range(0, n, block):
         mine_block((vec, idx, aux, a, min(a + block, n), prm))

@@ -1,7 +1,7 @@
 """Inner-product kNN over L2-normalised embeddings with FAISS, in query blocks that run as tasks.
 
 Index choice (``kind="auto"``): exact ``IndexFlatIP`` up to ``exact_max``
-vectors; beyond that ``IndexIVFFlat`` (nlist = 2 sqrt(n), nprobe 16 by default,
+vectors; beyond that ``IndexIVFFlat`` (nlist = 2 sqrt(n), nprobe 8 by default,
 k-means with 10 iterations on at most 40 x nlist vectors) or ``IndexHNSWFlat`` (M 32, efSearch
 128). An approximate index reports its recall@k measured against exact search
 on a sample of queries (:func:`measure_recall`), so a user sees what they traded.
@@ -38,10 +38,16 @@ class KnnSpec:
     kind: Kind = "auto"
     exact_max: int = 50_000
     nlist: int | None = None
-    nprobe: int = 16
+    nprobe: int = 8
     hnsw_m: int = 32
     ef_search: int = 128
     seed: int = 0
+
+    def build_key(self, n: int) -> tuple:
+        """What the built index depends on (search-time nprobe / efSearch are set per search)."""
+        kind = self.resolve(n)
+        return (kind, self.nlist if kind == "ivf" else None, self.hnsw_m if kind == "hnsw" else None,
+                self.seed if kind == "ivf" else None)
 
     def resolve(self, n: int) -> str:
         if self.kind != "auto":
@@ -74,13 +80,21 @@ def build_index(x: np.ndarray, spec: KnnSpec = KnnSpec()):
         index.cp.niter = 10
         index.cp.min_points_per_centroid = 1
         index.train(train)
-        index.nprobe = min(spec.nprobe, nlist)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = spec.ef_search
     else:
         raise ValueError(f"unknown index kind '{kind}': use auto, flat, ivf or hnsw")
     index.add(x)
+    return set_search_params(index, spec)
+
+
+def set_search_params(index, spec: KnnSpec):
+    """Apply the search-time settings (nprobe for IVF, efSearch for HNSW) to a built or loaded index."""
+    faiss = _faiss()
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = min(spec.nprobe, index.nlist)
+    elif isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = spec.ef_search
     return index
 
 
@@ -124,7 +138,7 @@ def _load(vec_path: str, index_path: str):
 
 def fingerprint(x: np.ndarray, spec: KnnSpec) -> str:
     h = hashlib.blake2b(digest_size=12)
-    h.update(repr((x.shape, str(x.dtype), spec.resolve(len(x)), spec)).encode())
+    h.update(repr((x.shape, str(x.dtype), spec.build_key(len(x)))).encode())
     h.update(np.ascontiguousarray(x).data)
     return h.hexdigest()
 
@@ -136,7 +150,7 @@ def prepare(x: np.ndarray, work_dir: str, spec: KnnSpec = KnnSpec()) -> tuple[st
     d = os.path.join(work_dir, fingerprint(x, spec))
     vec_path, index_path = os.path.join(d, "vectors.npy"), os.path.join(d, "index.faiss")
     if os.path.isfile(index_path) and os.path.isfile(vec_path):
-        return vec_path, index_path, faiss.read_index(index_path)
+        return vec_path, index_path, set_search_params(faiss.read_index(index_path), spec)
     os.makedirs(d, exist_ok=True)
     index = build_index(x, spec)
     tmp = f"{index_path}.tmp-{os.getpid()}"
@@ -149,8 +163,9 @@ def prepare(x: np.ndarray, work_dir: str, spec: KnnSpec = KnnSpec()) -> tuple[st
 
 def search_block(item: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Task: top-k of database rows [a, b) against the saved index -> (scores, ids), ids -1 when missing."""
-    vec_path, index_path, a, b, k = item
+    vec_path, index_path, a, b, k, spec = item
     x, index = _load(vec_path, index_path)
+    set_search_params(index, spec)
     q = np.ascontiguousarray(x[a:b], dtype=np.float32)
     scores, ids = index.search(q, k)
     return scores.astype(np.float32), ids.astype(np.int64)
@@ -169,7 +184,7 @@ def knn(x: np.ndarray, k: int, work_dir: str, spec: KnnSpec = KnnSpec(), block: 
     info: dict = {"index": kind, "n": n, "k": k}
     if kind != "flat":
         info["recall_at_k"] = round(measure_recall(index, x, min(k, 10), recall_sample, spec.seed), 4)
-    items = [(vec_path, index_path, a, min(a + block, n), k) for a in range(0, n, block)]
+    items = [(vec_path, index_path, a, min(a + block, n), k, spec) for a in range(0, n, block)]
     run = mapper or (lambda f, xs: [f(i) for i in xs])
     out = run(search_block, items) if items else []
     if not out:

@@ -59,3 +59,10 @@ def test_prepare_reuses_an_identical_index(tmp_path):
     assert (v1, p1) == (v2, p2) and os.path.getmtime(p2) == t
     _, p3, _ = faiss_knn.prepare(x[:-1], str(tmp_path))
     assert p3 != p1
+
+
+def test_search_settings_do_not_rebuild_the_index(tmp_path):
+    x = data(400)
+    _, p1, i1 = faiss_knn.prepare(x, str(tmp_path), KnnSpec(kind="ivf", nlist=8, nprobe=2))
+    _, p2, i2 = faiss_knn.prepare(x, str(tmp_path), KnnSpec(kind="ivf", nlist=8, nprobe=6))
+    assert p1 == p2 and i1.nprobe == 2 and i2.nprobe == 6

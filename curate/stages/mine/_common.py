@@ -36,7 +36,7 @@ class KnnParams(StageParams):
                        description="auto: exact IndexFlatIP up to exact_max vectors, else ivf")
     exact_max: int = Field(50_000, ge=1, description="largest set searched exactly (IndexFlatIP)")
     nlist: int | None = Field(None, ge=1, description="ivf lists (default 2 sqrt(n))")
-    nprobe: int = Field(16, ge=1, description="ivf lists probed per query")
+    nprobe: int = Field(8, ge=1, description="ivf lists probed per query (recall is measured and reported)")
     hnsw_m: int = Field(32, ge=4, description="hnsw graph degree")
     ef_search: int = Field(128, ge=8, description="hnsw search breadth")
     block_size: int = Field(16384, ge=64, description="anchors per kNN task (one Dask task each)")

@@ -153,6 +153,7 @@ def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Task: negatives of anchors [a, b). Returns (ids (B, m) with -1 padding, scores (B, m), counters)."""
     vec_path, index_path, aux_path, a, b, p = item
     x, index = faiss_knn._load(vec_path, index_path)
+    faiss_knn.set_search_params(index, p["knn"])
     aux = _aux(aux_path)
     n, m = len(x), p["num_negatives"]
     rng = np.random.default_rng([p["seed"], a])
@@ -265,7 +266,7 @@ class MineNegatives(GlobalStage):
                    num_negatives=p.num_negatives,
                    sampling=p.sampling, semi_hard_pool=p.semi_hard_pool, guard_near_duplicate=p.guard_near_duplicate,
                    guard_group=p.guard_group, guard_label=p.guard_label, guard_margin=p.guard_margin,
-                   max_neg_ratio=p.max_neg_ratio, seed=seed)
+                   max_neg_ratio=p.max_neg_ratio, seed=seed, knn=spec)
         items = [(vec_path, index_path, aux_path, a, min(a + p.block_size, n), prm) for a in range(0, n, p.block_size)]
         results = ctx.map(mine_block, items)
         ids = np.concatenate([r[0] for r in results])
