@@ -91,7 +91,7 @@ def bare_pyarrow(index_dir: str, batch: int) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def bench_write(table, tmp: str, reps: int = 3) -> tuple[float, float]:
+def bench_write(table, tmp: str, reps: int = 5) -> tuple[float, float]:
     from curate.stages.shard import write_shards
     bare, ours = [], []
     for r in range(reps):
