@@ -193,6 +193,7 @@ class ShardDataset(IterableDataset):
         self.num_rows = pos
         self._weights: np.ndarray | None = None
         self._files: dict[int, pq.ParquetFile] = {}
+        self._verified: set[int] = set()  # shards checked in this object's process (travels to workers)
         self._store: _RowStore | None = None
         self._skip: dict[int, int] = {}  # worker id -> items to skip (mid-epoch resume)
         self._yielded = 0  # items yielded by this object in the current epoch (num_workers=0 use)
@@ -291,13 +292,31 @@ class ShardDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0xB0FF])
         return rows[shuffle_buffer_order(len(rows), self.shuffle_buffer, rng)]
 
+    def rank_shards(self) -> list[int]:
+        """Shards this rank reads in the current epoch."""
+        stream = self._stream()
+        n = len(stream)
+        rows = stream[n * self.rank // self.world_size: n * (self.rank + 1) // self.world_size]
+        starts = np.asarray(self._shard_start, dtype=np.int64)
+        return sorted(set((np.searchsorted(starts, rows, side="right") - 1).tolist()))
+
+    def verify_shards(self, shards: list[int] | None = None) -> None:
+        """Check sha256 now (default: this rank's shards), so DataLoader workers need not hash them again."""
+        if not self.verify:
+            return
+        for s in self.rank_shards() if shards is None else shards:
+            if s not in self._verified:
+                verify_shard(self.index.shards[s], self.index_path)
+                self._verified.add(s)
+
     # ---- reading --------------------------------------------------------------------
     def _file(self, s: int) -> pq.ParquetFile:
         f = self._files.get(s)
         if f is None:
             info = self.index.shards[s]
-            if self.verify:
+            if self.verify and s not in self._verified:
                 verify_shard(info, self.index_path)
+                self._verified.add(s)
             elif not os.path.isfile(info.path):
                 raise CurateError(f"shard '{info.path}' listed in {self.index_path} is missing")
             f = self._files[s] = pq.ParquetFile(info.path)

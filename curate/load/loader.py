@@ -130,6 +130,8 @@ class ShardLoader:
             lengths = self.dataset.worker_lengths(self.num_workers)
             skips = dict(enumerate(consumed_per_worker(lengths, self.batch_size, self._batches, self.drop_last)))
         self.dataset.set_worker_skips(skips)
+        if self.num_workers > 0:
+            self.dataset.verify_shards()  # once, here: workers inherit the verified set
         limit = len(self) if self.even_batches else None
         for batch in self._loader():
             if limit is not None and self._batches >= limit:

@@ -244,3 +244,15 @@ def test_even_batches_gives_every_rank_the_same_count(tmp_path):
     assert len(set(counts)) == 1
     uneven = [len(ShardLoader(ShardDataset(path, rank=r, world_size=3), 1, device="cpu")) for r in range(3)]
     assert min(uneven) == counts[0] and max(uneven) > min(uneven)
+
+
+def test_shards_are_verified_once_in_the_main_process(shards, monkeypatch):
+    import curate.load.dataset as dmod
+    path, _, _ = shards
+    calls = []
+    monkeypatch.setattr(dmod, "verify_shard", lambda info, idx="": calls.append(info.path))
+    ds = ShardDataset(path, rank=0, world_size=2)
+    loader = ShardLoader(ds, batch_size=8, num_workers=1, device="cpu")
+    list(loader)
+    list(loader)
+    assert len(calls) == len(set(calls)) >= 1  # never hashed twice, not even by the worker processes
