@@ -84,7 +84,8 @@ def _exact_pass(x: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
 
     ``x`` holds integers 0..255 as float64; the weights are Pillow's 22-bit fixed-point integers
     times 2^-22, so every product and partial sum is exact in float64 and
-    ``floor(sum + 0.5)`` equals Pillow's ``(sum + 2^21) >> 22`` bit for bit.
+    ``floor(sum + 0.5)`` equals Pillow's ``(sum + 2^21) >> 22`` bit for bit. One dense GEMM:
+    skipping the zero weights with banded blocks was measured slower (28..512 px inputs).
     """
     v = x @ _pass_weights(in_size, out_size)
     v += 0.5
