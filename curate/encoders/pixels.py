@@ -34,10 +34,12 @@ class PixelsEncoder(Encoder):
         self.name = f"pixels-{self.image_size}px-{'c' if self.channels == 3 else 'g'}-pca{self.dim}" + \
             ("-white" if self.whiten else "")
         self.components = 0
+        self.fit_samples = 0
 
     def preprocessing(self) -> dict:
         d = super().preprocessing()
-        d.update(pca_dim=self.dim, components=self.components, whiten=self.whiten, fit="faiss.PCAMatrix")
+        d.update(pca_dim=self.dim, components=self.components, whiten=self.whiten, fit="faiss.PCAMatrix",
+                 fit_samples=self.fit_samples)
         return d
 
     def fit(self, images: np.ndarray) -> None:
@@ -53,6 +55,7 @@ class PixelsEncoder(Encoder):
             A[:k] = faiss.vector_to_array(pca.A).reshape(k, d_in)
             b[:k] = faiss.vector_to_array(pca.b)
         self.set_state(A, b, k)
+        self.fit_samples = int(n)
 
     def set_state(self, A: np.ndarray, b: np.ndarray, components: int) -> None:
         lin = nn.Linear(A.shape[1], A.shape[0])
@@ -68,7 +71,7 @@ class PixelsEncoder(Encoder):
     def state(self) -> dict[str, np.ndarray]:
         lin = self.module[1]
         return {"A": lin.weight.detach().cpu().numpy(), "b": lin.bias.detach().cpu().numpy(),
-                "components": np.array(self.components)}
+                "components": np.array(self.components), "fit_samples": np.array(self.fit_samples)}
 
 
 def build(arg: str | None, opts: EncoderOptions) -> Encoder:

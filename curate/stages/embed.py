@@ -168,6 +168,7 @@ class Embed(Stage):
             with fs.open(path, "rb") as f:
                 z = np.load(_io.BytesIO(f.read()))
             enc.set_state(z["A"], z["b"], int(z["components"]))
+            enc.fit_samples = int(z["fit_samples"])
             return self._place(enc)
         by_pid: dict[str, list[int]] = {}
         for pid, i in where:
@@ -182,7 +183,7 @@ class Embed(Stage):
         buf = _io.BytesIO()
         np.savez(buf, **enc.state())
         io._atomic_write(cache, lambda f: f.write(buf.getvalue()))
-        ctx.count("pca_fit_samples", len(x))
+        ctx.count("pca_fits")
         return self._place(enc)
 
     # ---- per partition ----------------------------------------------------------------

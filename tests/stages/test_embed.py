@@ -103,3 +103,21 @@ def test_undecodable_image_is_quarantined_with_sample_id():
     e1, e2 = _emb(out), _emb(out2)
     for k in e1:
         np.testing.assert_allclose(e1[k], e2[k], atol=1e-5)
+
+
+def test_pixels_fit_is_cached_and_reused(tmp_path):
+    images, _ = near_duplicate_images(12, 0)
+    a = _run(tmp_path, "c", images, 5, dim=8)
+    fit_dir = tmp_path / "c" / "01_embed" / "_fit"
+    assert len(list(fit_dir.glob("pixels-*.npz"))) == 1
+    # a fresh stage instance (another worker) loads the cached PCA: same id and preprocessing metadata
+    from curate.stage import Upstream
+
+    stage = Embed(EmbedParams(dim=8))
+    stage.setup()
+    ctx = StageContext(run_dir=str(tmp_path / "c"), stage="01_embed", stage_key="embed", partition_id=None, seed=0,
+                       on_error="raise", upstream=(Upstream("00_test_arrays", ("samples",)),))
+    enc = stage._fit(ctx)
+    stage.encoder = enc
+    assert not ctx.counters  # loaded, not refitted
+    assert stage.output_schemas()["embeddings"].metadata == a.schema.metadata
