@@ -70,3 +70,18 @@ def test_bad_band_config_is_a_config_error():
         PipelineConfig(name="t", stages=[{"stage": "dedup.minhash", "bands": 20}]).specs()
     with pytest.raises(ConfigError, match="exceeds num_perm"):
         PipelineConfig(name="t", stages=[{"stage": "dedup.minhash", "bands": 20, "rows": 10}]).specs()
+
+
+def test_hashes_table_carries_phash_from_an_earlier_stage(tmp_path):
+    imgs = [smooth_field(s) for s in range(3)]
+    rows = rows_for(imgs, text=["a b c d e f", "a b c d e f", None])
+    path = write_partitions(str(tmp_path / "parts.pkl"), {"p0": rows})
+    cfg = PipelineConfig(name="t", stages=[{"stage": "test.tables", "path": path}, {"stage": "dedup.phash"},
+                                           {"stage": "dedup.minhash"}])
+    run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)
+    ph = {r["sample_id"]: r for r in read_run_table(tmp_path / "run", "01_dedup_phash", "hashes").to_pylist()}
+    mh_ = {r["sample_id"]: r for r in read_run_table(tmp_path / "run", "02_dedup_minhash", "hashes").to_pylist()}
+    for sid, r in mh_.items():
+        assert r["phash"] == ph[sid]["phash"] is not None and r["dhash"] == ph[sid]["dhash"]
+    assert mh_[rows[0]["sample_id"]]["minhash"] == mh_[rows[1]["sample_id"]]["minhash"] is not None
+    assert mh_[rows[2]["sample_id"]]["minhash"] is None
