@@ -7,6 +7,17 @@ import pytest
 
 from tests.conftest import write_idx
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one torch thread is as fast, and does not thrash a shared machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY_UNET = {"block_out_channels": [16, 32], "layers_per_block": 1, "attention": False}
 
 
@@ -36,10 +47,15 @@ def squares_idx(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory):
     """A class-conditional tiny DDPM pipeline directory trained for a few steps."""
+    import torch
+
     from curate.stages.inflate.train import train_diffusion
 
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     x, y = squares()
     out = tmp_path_factory.mktemp("tiny_ddpm")
     train_diffusion(x[:, None], y, out, steps=8, batch_size=16, lr=2e-3, warmup_steps=0, checkpoint_every=0,
                     progress=False, block_out_channels=(16, 32), layers_per_block=1, attention=False)
+    torch.set_num_threads(n)
     return out / "pipeline"

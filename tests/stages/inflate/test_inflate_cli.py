@@ -4,7 +4,6 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.stages.inflate.adainf import with_inflate_stages
-from tests.stages.inflate.conftest import squares_idx, tiny_pipeline_dir  # noqa: F401 - fixtures
 
 
 def test_with_inflate_stages_replaces_and_places_before_shard():
