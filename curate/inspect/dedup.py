@@ -16,7 +16,8 @@ From a finished run directory this writes PNG plots (matplotlib, Agg):
 
 and ``thresholds.json`` with the numbers behind every curve. Above
 ``max_items`` samples the plots use a deterministic subsample (smallest
-blake2b(sample_id)); the title says so.
+blake2b(sample_id)); the title says so. A subsample is sparser than the
+full set, so its kept shares are an upper bound for the full run.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ def cosine_report(view: RunView, out_dir: str, max_items: int) -> dict[str, Any]
     ax.set_ylabel("share of samples kept")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(f"SemDeDup (keep {base.scope} / {base.keep}): kept share vs eps{sub}")
+    ax.set_title(f"SemDeDup ({base.scope}, keep {base.keep}): kept share vs eps{sub}")
     files["eps_keep_curve"] = viz.save(fig, os.path.join(out_dir, "eps_keep_curve.png"))
     edges = (0.0,) + COSINE_BANDS
     bands = [(1 - edges[i + 1], 1 - edges[i]) for i in range(len(COSINE_BANDS))]
