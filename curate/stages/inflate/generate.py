@@ -2,15 +2,16 @@
 
 Sampling: DDIM (Song et al. 2021, "Denoising Diffusion Implicit Models"; 50
 steps, eta = 0: deterministic) or DDPM ancestral sampling (Ho et al. 2020) on the
-generator's noise schedule. Row ``i`` gets its own seed
-``blake2b(seed/i)``; its initial noise (and, for stochastic samplers, every
-step's noise) comes from a CPU ``torch.Generator`` of that seed, so an image
-depends only on (generator, seed, sampler, steps, label) - never on batch size,
-worker count or device placement of the batch. Rows are cut into partitions of
+generator's noise schedule. Row ``i`` gets its own seed ``blake2b(seed/i)``;
+its initial noise (and, for stochastic samplers, every step's noise) comes from
+a CPU ``torch.Generator`` of that seed, so an image depends only on (generator,
+seed, sampler, steps, label) - not on batch size or worker count (CPU and GPU
+runs agree up to float round-off). Rows are cut into partitions of
 ``images_per_partition`` (ids ``syn-00000`` ...), one Dask task each; they are
 new partitions of ``samples``, so the overlay downstream is real kept +
-synthetic. Rows carry ``is_synthetic = true``, ``generator`` (the weights id)
-and ``seed``.
+synthetic. On CUDA the partitions are generated one after another in the
+driver process (the GPU is the parallelism; one model copy). Rows carry
+``is_synthetic = true``, ``generator`` (the weights id) and ``seed``.
 
 Memorisation / redundancy filter (diffusion models can replicate training
 images: Carlini et al. 2023, "Extracting Training Data from Diffusion Models";
@@ -394,7 +395,11 @@ class InflateGenerate(GlobalStage):
                  "seeds": seeds[k * p.images_per_partition:(k + 1) * p.images_per_partition],
                  "labels": labels[k * p.images_per_partition:(k + 1) * p.images_per_partition]}
                 for k, pid in enumerate(syn_pids)]
-        done = ctx.map(_generate_chunk, jobs)
+        if device_auto(p.device).startswith("cuda"):
+            # one process drives the GPU with large batches; N worker processes would each hold a copy
+            done = [_generate_chunk(j) for j in jobs]
+        else:
+            done = ctx.map(_generate_chunk, jobs)
         uri = f"generated://{gen['generator_id']}"
         rows, owner, arrays = [], [], []
         for job in done:
