@@ -102,9 +102,9 @@ def test_hard_and_easy_keep_different_items(tmp_path):
 
 
 def test_target_fraction(tmp_path):
-    X = clustered(1000)
+    X = clustered(600)
     ids = [f"s{i:05d}" for i in range(len(X))]
-    for frac in (0.3, 0.6):
+    for frac in (0.4,):
         res = semdedup(X.copy(), ids, SemanticParams(target_fraction=frac, n_clusters=6), str(tmp_path / "w"),
                        sync_map)
         assert abs(res.keep.mean() - frac) <= 0.01
@@ -158,3 +158,28 @@ def test_pipeline_removes_planted_copies_and_balances(tmp_path):
         assert row["score"] > 0.95 and row["method"] == "semantic" and row["cluster_id"] is not None
     acc = summary["accounting"]
     assert acc == {**acc, "ingested": 40, "kept": 30, "removed": 10, "quarantined": 0, "balanced": True}
+
+
+@pytest.mark.slow
+def test_worker_count_does_not_change_embeddings_or_decisions(tmp_path):
+    images, _ = near_duplicate_images(60, 20)
+    np.savez(tmp_path / "x.npz", images=images, labels=np.arange(len(images)))
+    stages = [{"stage": "test.arrays", "path": str(tmp_path / "x.npz"), "partition_size": 11},
+              {"stage": "embed", "dim": 16, "fit_samples": 50},
+              {"stage": "dedup.semantic", "eps": 0.05, "chunk_items": 256}, {"stage": "dedup.apply"}]
+    run_pipeline(PipelineConfig(name="t", stages=stages), run_dir=str(tmp_path / "sync"), scheduler="sync",
+                 progress=False)
+    run_pipeline(PipelineConfig(name="t", stages=stages), run_dir=str(tmp_path / "dask"), scheduler="local",
+                 workers=2, progress=False)
+    # embeddings agree to float rounding (BLAS thread counts differ between the driver and Dask workers) ...
+    ea, eb = (read_run_table(tmp_path / r, "01_embed") for r in ("sync", "dask"))
+    assert ea.column("sample_id").equals(eb.column("sample_id"))
+    np.testing.assert_allclose(np.stack(ea.column("embedding").to_numpy(zero_copy_only=False)),
+                               np.stack(eb.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-5)
+    # ... and every decision is the same
+    for stage, table in (("02_dedup_semantic", None), ("03_dedup_apply", "removals")):
+        a, b = (read_run_table(tmp_path / r, stage, table) for r in ("sync", "dask"))
+        cols = ["sample_id", "keep", "representative_id", "cluster_id"]
+        assert a.select(cols).equals(b.select(cols)), stage
+        np.testing.assert_allclose(a.column("score").to_numpy(zero_copy_only=False).astype(float),
+                                   b.column("score").to_numpy(zero_copy_only=False).astype(float), atol=1e-5)
