@@ -200,11 +200,15 @@ def proxy_grid(real: "Any", real_labels: "Any", syn: "Any", shares: list[float |
     probe = ProbeData(real[tr], real_labels[tr], real[te], real_labels[te], source="adainf proxy split")
     pool = real[pre]
     n_r, n_s = pool.shape[0], syn.shape[0]
-    arms, cells = [], []
+    arms, cells, seen = [], [], set()
     for s in shares:
+        # a share below the plain union's is unreachable without dropping real rows: it becomes dup = 1
         rep = 1.0 if s is None else max(1.0, replication_for_share(n_r, n_s, s))
         for a in strengths:
             name = f"s{real_share(n_r, n_s, rep):.3f}_a{a:g}"
+            if name in seen:
+                continue
+            seen.add(name)
             arms.append(mixed_arm(name, pool, syn, rep, augmentation(a)))
             cells.append({"arm": name, "real_replication": rep, "real_share": real_share(n_r, n_s, rep),
                           "aug_strength": a})

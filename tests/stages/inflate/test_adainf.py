@@ -95,3 +95,21 @@ def test_proxy_grid_picks_the_best_cell():
     assert len(cells) == 2 and best == max(cells, key=lambda c: c["linear_acc"])
     assert all(0.0 <= c["linear_acc"] <= 1.0 for c in cells)
     assert cells[0]["real_replication"] == 1.0 and cells[1]["real_share"] == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.slow
+def test_proxy_mode_stage_end_to_end(tmp_path, squares_idx, tiny_pipeline_dir):
+    img, lab, _, _ = squares_idx
+    cfg = idx_pipeline(img, lab, partition_size=24)
+    cfg["stages"] += [{"stage": "inflate.load", "path": str(tiny_pipeline_dir)},
+                      {"stage": "inflate.generate", "n_images": 20, "steps": 2, "filter": False},
+                      {"stage": "inflate.adainf", "mode": "proxy", "proxy_shares": [None, 0.5],
+                       "proxy_strengths": [0.0, 1.0], "proxy_steps": 2, "proxy_batch_size": 8,
+                       "embed": {"encoder": "pixels", "dim": 8}}]
+    run = tmp_path / "run"
+    run_pipeline(PipelineConfig(**cfg), run_dir=str(run), scheduler="sync", progress=False)
+    row = read_run_table(run, "03_inflate_adainf").to_pylist()[0]
+    grid = json.loads(row["details"])["grid"]
+    assert 2 <= len(grid) <= 4 and row["mode"] == "proxy"  # cells whose share is unreachable collapse
+    best = max(grid, key=lambda c: c["linear_acc"])
+    assert row["aug_strength"] == best["aug_strength"] and row["real_replication"] >= 1

@@ -55,3 +55,16 @@ def test_inflate_load_missing_path_is_a_config_error(tmp_path, squares_idx, tiny
     run_pipeline(PipelineConfig(**cfg), run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)
     row = read_run_table(tmp_path / "run", "01_inflate_load").to_pylist()[0]
     assert row["kind"] == "loaded" and row["path"] == str(tiny_pipeline_dir.resolve())
+
+
+def test_bare_unet_directory_loads_with_default_ddpm_schedule(tmp_path, tiny_pipeline_dir):
+    import shutil
+
+    bare = tmp_path / "bare_unet"
+    shutil.copytree(tiny_pipeline_dir / "unet", bare)
+    unet, sched, meta = load_unet(bare)
+    assert sched["num_train_timesteps"] == 1000 and meta == {}
+    assert generator_id_of(bare) == generator_id_of(tiny_pipeline_dir)  # same weights, same id
+    (bare / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    with pytest.raises(ConfigError, match="only UNet2DModel"):
+        load_unet(bare)
