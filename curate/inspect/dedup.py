@@ -5,8 +5,11 @@ From a finished run directory this writes PNG plots (matplotlib, Agg):
 * ``hamming_nn_hist.png`` - nearest-neighbour Hamming distance of every 64-bit
   hash of the ``dedup.phash`` stage (its ``_map`` hashes table), exact (faiss
   ``IndexBinaryFlat``);
-* ``hamming_keep_curve.png`` - share of samples kept vs threshold t: one per
-  connected component of the graph "Hamming <= t" (what union-find keeps);
+* ``hamming_keep_curve.png`` - share of samples kept vs threshold t, computed
+  with the phash stage's own decision function on its ``_map`` table (same
+  hash, scope, thumbnail check and keep-first order); for a bare ``hashes``
+  table, one kept per connected component of "Hamming <= t" (an upper bound
+  on removals);
 * ``cosine_nn_hist.png`` - nearest-neighbour cosine of the embeddings;
 * ``eps_keep_curve.png`` - share kept by SemDeDup (same rule, keep order,
   clusters and scope as the run's ``dedup.semantic`` stage) vs eps;
@@ -32,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import viz
+from curate import imaging, viz
 from curate.card.build import RunView
 from curate.errors import ConfigError
 from curate.ops import semdedup as sd
@@ -99,22 +102,46 @@ def _images(view: RunView, ids: set[str]) -> dict[str, bytes]:
     return out
 
 
+CELL = 64  # montage thumbnail size (px)
+GAP = 6
+
+
+def _thumb(data: bytes | None) -> np.ndarray:
+    from PIL import Image
+
+    if data is None:
+        return np.full((CELL, CELL, 3), 255, np.uint8)
+    img = Image.fromarray(imaging.decode_png(data)).convert("RGB").resize((CELL, CELL), Image.BILINEAR)
+    return np.asarray(img)
+
+
 def _montage(view: RunView, bands_pairs, row_titles: list[str], fmt: str, path: str, title: str) -> str | None:
+    """One image per band row: pairs side by side, the pair's score above it (a single imshow: fast)."""
     keep = [i for i, band in enumerate(bands_pairs) if band]  # bands without any pair get no row
     if not keep:
         return None
-    rows_ids = [bands_pairs[i] for i in keep]
+    rows = [bands_pairs[i] for i in keep]
     row_titles = [row_titles[i] for i in keep]
-    imgs = _images(view, {x for band in rows_ids for a, b, _ in band for x in (a, b)})
-    rows, titles = [], []
-    for band in rows_ids:
-        cells, ct = [], []
-        for a, b, s in band:
-            cells += [imgs.get(a), imgs.get(b)]
-            ct += [fmt.format(s), ""]
-        rows.append(cells)
-        titles.append(ct)
-    return viz.image_grid(rows, path, row_titles=row_titles, col_titles=titles, title=title)
+    imgs = _images(view, {x for band in rows for a, b, _ in band for x in (a, b)})
+    ncols = max(len(r) for r in rows)
+    pair_w, row_h = 2 * CELL + 2 * GAP, CELL + 2 * GAP
+    canvas = np.full((row_h * len(rows), pair_w * ncols, 3), 255, np.uint8)
+    for r, band in enumerate(rows):
+        for c, (a, b, _) in enumerate(band):
+            y, x = r * row_h + GAP, c * pair_w + GAP // 2
+            canvas[y:y + CELL, x:x + CELL] = _thumb(imgs.get(a))
+            canvas[y:y + CELL, x + CELL + 2:x + 2 * CELL + 2] = _thumb(imgs.get(b))
+    fig, ax = viz.figure(1.4 + canvas.shape[1] / 60, 0.6 + canvas.shape[0] / 60)
+    ax.imshow(canvas, interpolation="nearest")
+    for r, band in enumerate(rows):
+        for c, (_, _, sc) in enumerate(band):
+            ax.text(c * pair_w + pair_w / 2, r * row_h + GAP - 1, fmt.format(sc), ha="center", va="bottom", fontsize=7)
+    ax.set_yticks([r * row_h + row_h / 2 for r in range(len(rows))], row_titles, fontsize=7)
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=10)
+    return viz.save(fig, path)
 
 
 def _groups_for(view: RunView, ids: list[str]) -> list[str | None]:
@@ -140,6 +167,50 @@ def _hashes(view: RunView) -> tuple[str, dict, pa.Table] | None:
     return None
 
 
+def _stage_rule_curve(table: pa.Table, h: np.ndarray, params: dict, ts: list[int]) -> list[float] | None:
+    """Kept share per t with ``dedup.phash``'s own decision function on its ``_map`` table."""
+    needed = {"group_id", "source_uri", "source_index", "thumb"}
+    if not needed <= set(table.column_names):
+        return None
+    try:
+        from curate.stages.dedup._decisions import source_rank
+        from curate.stages.dedup.phash import PHashParams, find_near_duplicates
+    except ImportError:
+        return None
+    p = PHashParams(**{k: v for k, v in params.items() if k in PHashParams.model_fields and k != "name"})
+    groups = None
+    if p.scope == "per_group":
+        gid = table.column("group_id").to_pylist()
+        groups = np.array([g if g is not None else f"\x00row{i}" for i, g in enumerate(gid)], dtype=object).astype(str)
+    thumbs = None
+    if p.verifying:
+        thumbs = np.frombuffer(b"".join(table.column("thumb").to_pylist()), np.uint8).reshape(table.num_rows, 256)
+    rank = source_rank(table)
+    return [float(find_near_duplicates(h, thr, rank, groups=groups, thumbs=thumbs,
+                                       max_diff=p.max_diff if p.verifying else None)["keep"].mean()) for thr in ts]
+
+
+def _component_curve(view, index, codes, ids, per_group: bool, ts: list[int]) -> list[float]:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(codes)
+    lims, RD, RI = index.range_search(codes, max(ts) + 1)
+    src = np.repeat(np.arange(n), np.diff(lims.astype(np.int64)))
+    keep_pairs = src < RI
+    src, dst, RD = src[keep_pairs], RI[keep_pairs].astype(np.int64), RD[keep_pairs]
+    if per_group:
+        g = _groups_for(view, ids)
+        same = np.array([g[a] is not None and g[a] == g[b] for a, b in zip(src.tolist(), dst.tolist())], bool)
+        src, dst, RD = src[same], dst[same], RD[same]
+    kept = []
+    for thr in ts:
+        m = RD <= thr
+        graph = coo_matrix((np.ones(int(m.sum())), (src[m], dst[m])), shape=(n, n))
+        kept.append(connected_components(graph, directed=False)[0] / n)
+    return kept
+
+
 def hamming_report(view: RunView, out_dir: str, max_items: int) -> dict[str, Any]:
     found = _hashes(view)
     if found is None:
@@ -160,25 +231,13 @@ def hamming_report(view: RunView, out_dir: str, max_items: int) -> dict[str, Any
     index.add(codes)
     D, I = index.search(codes, 2)
     dist, nn = _nn(D.astype(np.int64), I)
-    # keep curve: connected components of the graph {Hamming <= t}
-    lims, RD, RI = index.range_search(codes, HAMMING_MAX + 1)
-    src = np.repeat(np.arange(n), np.diff(lims.astype(np.int64)))
-    keep_pairs = src < RI
-    src, dst, RD = src[keep_pairs], RI[keep_pairs].astype(np.int64), RD[keep_pairs]
     per_group = params.get("scope") == "per_group"
-    if per_group:
-        g = _groups_for(view, ids)
-        same = np.array([g[a] is not None and g[a] == g[b] for a, b in zip(src.tolist(), dst.tolist())], bool)
-        src, dst, RD = src[same], dst[same], RD[same]
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     ts = list(range(HAMMING_MAX + 1))
-    kept = []
-    for thr in ts:
-        m = RD <= thr
-        graph = coo_matrix((np.ones(int(m.sum())), (src[m], dst[m])), shape=(n, n))
-        kept.append(connected_components(graph, directed=False)[0] / n)
+    kept = _stage_rule_curve(t.take(pa.array(sel)), h, params, ts)
+    rule = "the stage's rule (keep-first, thumbnail check as configured)"
+    if kept is None:  # not the phash stage's map table: connected components, an upper bound on removals
+        rule = "connected components (one kept per component)"
+        kept = _component_curve(view, index, codes, ids, per_group, ts)
     configured = params.get("threshold")
     sub = f" (subsample {n:,} of {len(ids_all):,})" if n < len(ids_all) else f" ({n:,} samples)"
     files = {}
@@ -200,7 +259,8 @@ def hamming_report(view: RunView, out_dir: str, max_items: int) -> dict[str, Any
     ax.set_ylabel("share of samples kept")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{col} dedup ({'per group' if per_group else 'global'}): kept share vs t{sub}")
+    ax.set_title(f"{col} dedup ({'per group' if per_group else 'global'}): kept share vs t{sub}\n{rule}",
+                 fontsize=10)
     files["hamming_keep_curve"] = viz.save(fig, os.path.join(out_dir, "hamming_keep_curve.png"))
     bands = [(float(a), float(b)) for a, b in HAMMING_BANDS]
     pairs = _pairs_in_bands(dist.astype(float), nn, ids, bands, PAIRS_PER_BAND)
@@ -209,7 +269,7 @@ def hamming_report(view: RunView, out_dir: str, max_items: int) -> dict[str, Any
                  os.path.join(out_dir, "hamming_montage.png"), "Nearest-neighbour pairs by Hamming distance")
     if m:
         files["hamming_montage"] = m
-    return {"stage": stage_dir, "hash": col, "n": n, "configured_t": configured,
+    return {"stage": stage_dir, "hash": col, "n": n, "configured_t": configured, "curve_rule": rule,
             "nn_hist": np.bincount(np.clip(dist, 0, 64), minlength=65).tolist(),
             "keep_curve": dict(zip(ts, [round(k, 6) for k in kept])), "files": files}
 
