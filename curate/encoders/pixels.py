@@ -43,7 +43,8 @@ class PixelsEncoder(Encoder):
         return d
 
     def fit(self, images: np.ndarray) -> None:
-        x = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
+        d_in = self.channels * self.image_size * self.image_size
+        x = np.ascontiguousarray(images.reshape(len(images), d_in), dtype=np.float32)
         n, d_in = x.shape
         k = max(0, min(self.dim, n - 1, d_in))
         A = np.zeros((self.dim, d_in), np.float32)
