@@ -142,3 +142,23 @@ def test_pixels_small_fit_sample_pads_components():
     enc.fit(np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32))
     assert enc.components == 4  # n - 1: the rest are zero rows
     assert np.all(enc.state()["A"][4:] == 0)
+
+
+def test_onnx_encoder_runs_a_local_model(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    W = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("MatMul", ["f", "W"], ["y"])],
+        "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], [numpy_helper.from_array(W, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "lin.onnx"
+    onnx.save(model, str(path))
+    enc = encoders.build(f"onnx:{path}")
+    assert (enc.dim, enc.channels, enc.image_size) == (16, 1, 8) and enc.id.startswith("onnx:lin.onnx@")
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(enc.forward(x), torch.from_numpy(x.numpy().reshape(3, 64) @ W), rtol=1e-4, atol=1e-4)
