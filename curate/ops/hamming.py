@@ -112,14 +112,16 @@ def brute_force_pairs(values: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarra
     return _finish(out_i, out_j, out_d)
 
 
-def _finish(out_i: list, out_j: list, out_d: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _finish(out_i: list, out_j: list, out_d: list, sort: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not out_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    i = np.concatenate(out_i).astype(np.int64)
-    j = np.concatenate(out_j).astype(np.int64)
-    d = np.concatenate(out_d).astype(np.int64)
-    order = np.lexsort((j, i))
-    return i[order], j[order], d[order]
+    i = np.concatenate(out_i).astype(np.int64, copy=False)
+    j = np.concatenate(out_j).astype(np.int64, copy=False)
+    d = np.concatenate(out_d).astype(np.int64, copy=False)
+    if sort and i.size:
+        order = np.argsort(i * (int(j.max()) + 1) + j, kind="stable")  # by (i, j); one key sorts fast
+        i, j, d = i[order], j[order], d[order]
+    return i, j, d
 
 
 def band_masks(band: Band) -> np.ndarray:
@@ -271,7 +273,7 @@ def band_task(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if pending >= BATCH_CANDIDATES:
                 flush()
     flush()
-    return _finish(out_i, out_j, out_d)
+    return _finish(out_i, out_j, out_d, sort=False)  # pairs() sorts the union once
 
 
 def tasks(values: np.ndarray, t: int, bands: list[Band], splits: int = 1) -> list[tuple]:

@@ -191,6 +191,9 @@ class PHashDedup(GlobalStage):
         return split_by_partition(ctx, out, part)
 
 
+VERIFY_BLOCK = 65536  # pairs per thumbnail comparison step (bounds memory: ~130 MiB)
+
+
 def thumb_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean absolute difference of brightness-normalised thumbnails (rows of 256 uint8)."""
     a = a.astype(np.float32)
@@ -198,6 +201,29 @@ def thumb_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a -= a.mean(axis=1, keepdims=True)
     b -= b.mean(axis=1, keepdims=True)
     return np.abs(a - b).mean(axis=1)
+
+
+def pair_diff(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, bound: float | None = None) -> np.ndarray:
+    """:func:`thumb_diff` of rows ``thumbs[i]`` vs ``thumbs[j]``, in blocks (millions of pairs fit).
+
+    With ``bound``, pairs are first screened on 4x4 block means: their mean absolute difference is
+    a lower bound of the full one (averaging is a contraction), so a pair above ``bound`` there is
+    above it in full and gets that lower bound (> ``bound``) instead of the exact value.
+    """
+    t = thumbs.reshape(-1, 256).astype(np.float32)
+    t -= t.mean(axis=1, keepdims=True)
+    coarse = t.reshape(-1, 4, 4, 4, 4).mean(axis=(2, 4)).reshape(-1, 16)
+    out = np.empty(i.size, np.float32)
+    for lo in range(0, i.size, VERIFY_BLOCK):
+        a, b = i[lo:lo + VERIFY_BLOCK], j[lo:lo + VERIFY_BLOCK]
+        d = np.abs(coarse[a] - coarse[b]).mean(axis=1)
+        if bound is not None:
+            close = np.flatnonzero(d <= bound)
+            d[close] = np.abs(t[a[close]] - t[b[close]]).mean(axis=1)
+        else:
+            d = np.abs(t[a] - t[b]).mean(axis=1)
+        out[lo:lo + VERIFY_BLOCK] = d
+    return out
 
 
 def find_near_duplicates(h: np.ndarray, t: int, rank: np.ndarray, groups: np.ndarray | None = None,
@@ -228,13 +254,15 @@ def find_near_duplicates(h: np.ndarray, t: int, rank: np.ndarray, groups: np.nda
         hstart = np.searchsorted(node_h, np.arange(hfirst.size))
         hcount = np.diff(np.r_[hstart, node_h.size])
         ei, ej, ed = _expand_node_pairs(hstart, hcount, hi, hj, hd)
-        multi = np.flatnonzero(hcount > 1)  # one hash, several thumbnails: all pairs at distance 0
-        for k in multi.tolist():
+        parts_i, parts_j = [ei], [ej]
+        for k in np.flatnonzero(hcount > 1).tolist():  # one hash, several thumbnails: pairs at distance 0
             a, b = np.triu_indices(int(hcount[k]), 1)
-            ei = np.r_[ei, hstart[k] + a]
-            ej = np.r_[ej, hstart[k] + b]
-            ed = np.r_[ed, np.zeros(a.size, np.int64)]
-        ediff = thumb_diff(thumbs[nfirst[ei]], thumbs[nfirst[ej]]) if ei.size else np.zeros(0, np.float32)
+            parts_i.append(hstart[k] + a)
+            parts_j.append(hstart[k] + b)
+        extra = sum(x.size for x in parts_i[1:])
+        ei, ej = np.concatenate(parts_i).astype(np.int64), np.concatenate(parts_j).astype(np.int64)
+        ed = np.concatenate([ed, np.zeros(extra, np.int64)])
+        ediff = pair_diff(thumbs, nfirst[ei], nfirst[ej], bound=max_diff)
         ok = ediff <= max_diff
         ei, ej, ed = ei[ok], ej[ok], ed[ok]
     else:
@@ -256,7 +284,7 @@ def find_near_duplicates(h: np.ndarray, t: int, rank: np.ndarray, groups: np.nda
     cluster = head[cluster_n[node]]
     diff = np.zeros(n)
     if thumbs is not None and max_diff is not None and n:
-        diff = thumb_diff(thumbs, thumbs[rep]).astype(np.float64)
+        diff = pair_diff(thumbs, np.arange(n), rep).astype(np.float64)
     return {"keep": keep, "rep": rep, "cluster": cluster, "diff": diff}
 
 
