@@ -1,6 +1,5 @@
 """dedup.exact: identical pixels / identical source files across partitions -> one kept."""
 
-import numpy as np
 import pytest
 
 from curate.config import PipelineConfig
