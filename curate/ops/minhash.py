@@ -208,3 +208,32 @@ def lsh_task(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     jac = jaccard(sigs[i], sigs[j]) if i.size else np.zeros(0)
     ok = jac >= threshold
     return i[ok], j[ok], jac[ok]
+
+
+def lsh_candidates(args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j, unique) of ``band_sigs`` (N, bands * rows): rows sharing any band.
+
+    The unit of work ``dedup.minhash`` fans out with ``ctx.map``: each task gets only its bands'
+    columns; the caller verifies candidates on the full signatures (:func:`verify_pairs`).
+    """
+    band_sigs, rows = args
+    n = band_sigs.shape[0]
+    out = []
+    for b0 in range(0, band_sigs.shape[1] - rows + 1, rows):
+        keys = band_keys(band_sigs[:, b0:b0 + rows], 1, rows)[:, 0]
+        i, j = bucket_pairs(keys)
+        out.append(i * n + j)
+    if not out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    code = np.unique(np.concatenate(out))
+    return code // n, code % n
+
+
+def verify_pairs(sigs: np.ndarray, i: np.ndarray, j: np.ndarray, threshold: float,
+                 block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep candidate pairs whose estimated Jaccard is >= threshold (computed in blocks)."""
+    jac = np.empty(i.size)
+    for lo in range(0, i.size, block):
+        jac[lo:lo + block] = jaccard(sigs[i[lo:lo + block]], sigs[j[lo:lo + block]])
+    ok = jac >= threshold
+    return i[ok], j[ok], jac[ok]

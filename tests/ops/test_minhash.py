@@ -55,3 +55,18 @@ def test_lsh_finds_near_duplicates_only():
     i, j, jac = M.lsh_task((sigs, list(range(b)), r, 0.8))
     assert list(zip(i.tolist(), j.tolist())) == [(0, 1)]
     assert jac[0] >= 0.8
+
+
+def test_split_band_candidates_verified_equal_lsh_task():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    base = [" ".join(rng.choice(words, 40)) for _ in range(60)]
+    texts = base + [t.replace(t.split()[5], "zz") for t in base[:20]]
+    sigs = M.MinHasher(128).signatures([M.shingles(t) for t in texts])
+    b, r = M.optimal_bands(0.8, 128)
+    ref = M.lsh_task((sigs, list(range(b)), r, 0.8))
+    parts = [M.lsh_candidates((sigs[:, g[0] * r:(g[-1] + 1) * r], r)) for g in np.array_split(np.arange(b), 3)]
+    code = np.unique(np.concatenate([i * len(texts) + j for i, j in parts]))
+    got = M.verify_pairs(sigs, code // len(texts), code % len(texts), 0.8, block=7)
+    assert all(np.array_equal(x, y) for x, y in zip(ref, got))
+    assert len(ref[0]) >= 18

@@ -152,14 +152,13 @@ class MinHashDedup(GlobalStage):
         inverse = inverse.reshape(-1)
         uniq = sigs[first]
         b, r = p.band_layout()
-        splits = [list(x) for x in np.array_split(np.arange(b), min(p.splits, b)) if len(x)]
-        results = ctx.map(mh.lsh_task, [(uniq, ids, r, p.threshold) for ids in splits])
-        i = np.concatenate([x[0] for x in results]) if results else np.zeros(0, np.int64)
-        j = np.concatenate([x[1] for x in results]) if results else np.zeros(0, np.int64)
-        jac = np.concatenate([x[2] for x in results]) if results else np.zeros(0)
-        code, pos = np.unique(i * uniq.shape[0] + j, return_index=True)  # a pair found by several tasks
-        i, j, jac = i[pos], j[pos], jac[pos]
+        groups = [x for x in np.array_split(np.arange(b), min(p.splits, b)) if len(x)]
+        # each task gets only its bands' signature columns; candidates are verified here
+        items = [(np.ascontiguousarray(uniq[:, int(g[0]) * r:(int(g[-1]) + 1) * r]), r) for g in groups]
+        results = ctx.map(mh.lsh_candidates, items)
         u = uniq.shape[0]
+        code = np.unique(np.concatenate([x[0] * u + x[1] for x in results])) if results else np.zeros(0, np.int64)
+        i, j, jac = mh.verify_pairs(uniq, code // max(u, 1), code % max(u, 1), p.threshold)
         node_rank = np.full(u, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(node_rank, inverse, np.asarray(rank, np.int64))
         keep_n, rep_n = unionfind.greedy_keep_first(u, i, j, jac, node_rank)
