@@ -334,7 +334,7 @@ class ShardDataset(IterableDataset):
         have = set(self.index.columns)
         cols = [c for c in _BASE_COLUMNS if c in have]
         if self.pairs:
-            cols += ["positive_ids", "negative_ids"] + (["positive_images"] if "positive_images" in have else [])
+            cols += ["positive_ids", "negative_ids"] + [c for c in ("positive_images", "negative_images") if c in have]
         return cols
 
     def _item(self, data: dict[str, list], i: int, row: int, u: tuple[float, float] | None) -> dict[str, Any]:
@@ -354,7 +354,11 @@ class ShardDataset(IterableDataset):
             inline = data["positive_images"][i] if "positive_images" in data else None
             self._add_partner(item, "positive", data["positive_ids"][i] or [], img, u[0], inline)
             if self.pairs == "triplet":
-                self._add_partner(item, "negative", data["negative_ids"][i] or [], img, u[1])
+                negs = data["negative_ids"][i] or []
+                inline = data["negative_images"][i] if "negative_images" in data else None
+                if inline:  # the hardest negatives are stored with the anchor: draw among those
+                    negs = negs[:len(inline)]
+                self._add_partner(item, "negative", negs, img, u[1], inline)
         return item
 
     def _add_partner(self, item: dict, kind: str, ids: list[str], anchor_img: bytes, u: float,

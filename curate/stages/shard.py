@@ -53,6 +53,9 @@ SHARD_SCHEMA = pa.schema([
     pa.field("negative_ids", pa.list_(pa.string())),
     # PNG of a positive partner that is not itself in the shards (a copy dedup removed); null otherwise
     pa.field("positive_images", pa.list_(pa.binary())),
+    # PNGs of the first ``inline_negatives`` negatives (hardest first), stored with the anchor so triplet
+    # batches need no random access across shards; null when not inlined
+    pa.field("negative_images", pa.list_(pa.binary())),
     pa.field("height", pa.int32()),
     pa.field("width", pa.int32()),
     pa.field("channels", pa.int8()),
@@ -95,10 +98,11 @@ def write_shard(table: pa.Table, path: str, row_group_rows: int, compression: st
     (Fashion-MNIST) at ~30% less encoding time.
     """
     sink = pa.BufferOutputStream()
-    no_dict = {"image", "sample_id", "positive_ids", "negative_ids", "positive_images"}
+    no_dict = {"image", "sample_id", "positive_ids", "negative_ids", "positive_images", "negative_images"}
     level: Any = compression_level
     if image_compression_level is not None and compression == "zstd":
-        level = {c: (image_compression_level if c in ("image", "positive_images") else compression_level)
+        level = {c: (image_compression_level if c in ("image", "positive_images", "negative_images")
+                     else compression_level)
                  for c in table.column_names}
         if all(v is None for v in level.values()):
             level = None
@@ -131,10 +135,13 @@ def _write_task(item: tuple) -> dict[str, Any]:
 
 
 def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replication: float = 1.0,
-                      partners: pa.Table | None = None) -> pa.Table:
+                      partners: pa.Table | None = None, inline_positives: bool = False,
+                      inline_negatives: int = 0) -> pa.Table:
     """The shard columns for ``samples`` (any order), joining mined positive / negative ids by anchor.
 
-    ``partners`` (sample_id, image) supplies images of positives that are not rows of ``samples``.
+    ``partners`` (sample_id, image) supplies images of positives that are not rows of ``samples``
+    (always inlined); ``inline_positives`` inlines every positive's PNG, ``inline_negatives`` the PNGs of
+    the first (hardest) k negatives.
     """
     n = samples.num_rows
     ids = samples.column("sample_id")
@@ -146,7 +153,10 @@ def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replicatio
         pos = _ids_by_anchor(pairs.filter(pc.is_valid(pairs.column("positive_kind"))), "positive_id", ids)
         negrows = pairs.filter(pc.is_valid(pairs.column("negative_ids")))
         neg = _ids_by_anchor(negrows, "negative_ids", ids)
-    pos_img = _inline_images(pos, ids, partners)
+    pos_img = _inline_images(pos, ids, partners, samples if inline_positives else None)
+    neg_img = pa.nulls(n, pa.list_(pa.binary()))
+    if inline_negatives > 0 and neg.null_count < n:
+        neg_img = _inline_images(pc.list_slice(neg, 0, inline_negatives), ids, None, samples)
 
     def col(name: str, typ: pa.DataType) -> pa.Array:
         return samples.column(name).cast(typ) if name in samples.column_names else pa.nulls(n, typ)
@@ -161,26 +171,37 @@ def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replicatio
         "positive_ids": pos,
         "negative_ids": neg,
         "positive_images": pos_img,
+        "negative_images": neg_img,
         "height": col("height", pa.int32()),
         "width": col("width", pa.int32()),
         "channels": col("channels", pa.int8()),
     }, schema=SHARD_SCHEMA)
 
 
-def _inline_images(pos: pa.Array, ids: pa.ChunkedArray, partners: pa.Table | None) -> pa.Array:
-    """list<binary> aligned with ``pos``: the partner's PNG when it is not a shard row, else null."""
-    n = len(pos)
-    if pos.null_count == n:
+def _inline_images(ids_list: pa.Array, ids: pa.ChunkedArray, partners: pa.Table | None,
+                   samples: pa.Table | None = None) -> pa.Array:
+    """list<binary> aligned with ``ids_list``: a partner's PNG when it is not a shard row (from ``partners``),
+    or any partner's PNG when ``samples`` is given (looked up there first); null otherwise."""
+    n = len(ids_list)
+    if ids_list.null_count == n:
         return pa.nulls(n, pa.list_(pa.binary()))
-    flat = pc.list_flatten(pos)
-    offsets = pos.offsets
-    inside = pc.is_in(flat, value_set=ids.combine_chunks())
+    if isinstance(ids_list, pa.ChunkedArray):
+        ids_list = ids_list.combine_chunks()
+    flat = pc.list_flatten(ids_list)
     imgs = pa.nulls(len(flat), pa.binary())
     if partners is not None and partners.num_rows:
         j = pc.index_in(flat, value_set=partners.column("sample_id").combine_chunks())
         imgs = pc.take(partners.column("image").combine_chunks().cast(pa.binary()), j)
-    imgs = pc.if_else(inside, pa.scalar(None, pa.binary()), imgs)
-    return pa.ListArray.from_arrays(offsets, imgs, mask=pc.is_null(pos))
+    if samples is not None:
+        j = pc.index_in(flat, value_set=ids.combine_chunks())
+        own = pc.take(samples.column("image").combine_chunks().cast(pa.binary()), j)
+        imgs = pc.coalesce(own, imgs)
+    else:
+        inside = pc.is_in(flat, value_set=ids.combine_chunks())
+        imgs = pc.if_else(inside, pa.scalar(None, pa.binary()), imgs)
+    offsets = ids_list.offsets
+    offsets = pc.subtract(offsets, offsets[0])  # a sliced list array's offsets need not start at 0
+    return pa.ListArray.from_arrays(offsets, imgs, mask=pc.is_null(ids_list))
 
 
 def _ids_by_anchor(pairs: pa.Table, column: str, ids: pa.ChunkedArray) -> pa.Array:
@@ -281,6 +302,10 @@ class Shard(GlobalStage):
         compression_level: int | None = Field(1, description="codec level of the metadata columns (zstd 1: fast)")
         image_compression_level: int | None = Field(-3, description="zstd level of the PNG columns (already "
                                                                     "deflate-compressed: -3 is ~as small, faster)")
+        inline_positives: bool = Field(False, description="store every positive's PNG with its anchor (removed "
+                                                          "near-duplicates are always stored)")
+        inline_negatives: int = Field(0, ge=0, description="store the PNGs of the k hardest negatives with their "
+                                                           "anchor: triplet batches without random access")
         include_synthetic: bool = Field(True, description="include rows with is_synthetic (inflate output)")
         adainf: AdaInfSettings | None = Field(None, description="AdaInf settings; default: from an upstream adainf table")
         dataset_name: str | None = Field(None, description="name recorded in index.json metadata")
@@ -352,7 +377,8 @@ class Shard(GlobalStage):
         adainf = self._adainf(ctx)
         rep = float(adainf["real_replication"]) if adainf else 1.0
         partners = self._partner_images(ctx, samples, pairs)
-        table = build_shard_table(samples, pairs, rep, partners)
+        table = build_shard_table(samples, pairs, rep, partners, self.params.inline_positives,
+                                  self.params.inline_negatives)
         dup = pc.count_distinct(table.column("sample_id")).as_py()
         if dup != table.num_rows:
             raise CurateError(f"shard: {table.num_rows - dup} duplicate sample_ids across partitions; "

@@ -134,3 +134,32 @@ def test_shard_takes_adainf_table_from_inflate_adainf(tmp_path):
     ds = ShardDataset(run)
     assert len(ds) == 8 * 10 + 4
     assert ds.recommended_augment(16).jitter_strength == 0.5
+
+
+def test_inlined_partners_need_no_random_access(tmp_path):
+    import pyarrow as pa
+    from curate.imaging import decode_png
+    s = samples_from_arrays([np.full((3, 3), i * 20, np.uint8) for i in range(6)])
+    sid = s.column("sample_id").to_pylist()
+    pairs = pa.table({
+        "anchor_id": [sid[0], sid[0], sid[1]],
+        "positive_id": [sid[2], None, None],
+        "positive_kind": ["nn", None, None],
+        "positive_score": pa.array([0.9, None, None], pa.float32()),
+        "class_pair": pa.array([None] * 3, pa.string()),
+        "negative_ids": [None, [sid[3], sid[4], sid[5]], [sid[0]]],
+        "negative_scores": pa.array([None, [0.5, 0.4, 0.3], [0.2]], pa.list_(pa.float32())),
+    })
+    t = build_shard_table(s, pairs, inline_positives=True, inline_negatives=2)
+    rows = {r["sample_id"]: r for r in t.to_pylist()}
+    assert rows[sid[0]]["positive_images"] == [s.column("image")[2].as_py()]
+    assert rows[sid[0]]["negative_images"] == [s.column("image")[3].as_py(), s.column("image")[4].as_py()]
+    assert rows[sid[1]]["negative_images"] == [s.column("image")[0].as_py()]
+    assert rows[sid[2]]["negative_images"] is None
+    write_shards(t, str(tmp_path / "sh"), max_rows=2)
+    ds = ShardDataset(tmp_path / "sh", pairs="triplet")
+    items = {it["sample_id"]: it for it in ds}
+    assert ds._store is None  # every partner came from the anchor's own row
+    a = items[sid[0]]
+    assert a["negative_id"] in (sid[3], sid[4])
+    assert np.array_equal(a["negative_image"][0].numpy(), decode_png(rows[a["negative_id"]]["image"]))
