@@ -26,8 +26,13 @@ Each item is a dict: ``image`` (uint8 tensor C,H,W), ``sample_id``, ``label``
 (-1 when unknown), ``group_id`` ("" when unknown), ``sample_weight``,
 ``is_synthetic``, ``index`` (canonical row number), and with ``pairs="positive"``
 / ``"triplet"`` also ``positive_image`` / ``negative_image`` (+ ids and
-``has_positive`` / ``has_negative``): a missing partner falls back to the
-anchor itself (a second augmented view, as in SimCLR) and is flagged.
+``has_positive`` / ``has_negative``): one partner drawn per anchor and epoch
+(seeded, so a resumed epoch draws the same). Partners come from the anchor's own
+row when the shard stage stored them there (``inline_positives`` /
+``inline_negatives``; removed near-duplicates always), else by id from any shard
+(an LRU of row groups: fine for small sets, inline partners for large ones). A
+missing partner falls back to the anchor itself (a second augmented view, as in
+SimCLR) and is flagged.
 """
 
 from __future__ import annotations
