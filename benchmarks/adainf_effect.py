@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"cpu preset: {v}; gpu preset: {PRESETS['gpu'][k]}")
     ap.add_argument("--dup", type=float, default=10.0, help="adainf arm: real replication (paper: 10)")
     ap.add_argument("--gap-arm", action="store_true", help="also train the arm the gap mode computes")
+    ap.add_argument("--ablation", action="store_true", help="also train adainf_dup_only (dup, SimCLR aug) and "
+                    "weak_only (dup 1, weak aug) to separate AdaInf's two changes")
+    ap.add_argument("--arms", default=None, help="comma-separated subset of arms to train (default: all enabled); "
+                    "'none' is always trained as the ratio baseline")
+    ap.add_argument("--reuse", action="store_true", help="keep --workdir: the pipeline resumes (nothing recomputed "
+                    "when the settings are unchanged)")
     ap.add_argument("--no-filter", action="store_true", help="skip the memorisation / redundancy filter")
     ap.add_argument("--workdir", default="/tmp/adainf_effect", help="run directory (deleted first)")
     ap.add_argument("--out", default=None, help="write the report JSON here")
@@ -111,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     ri = np.sort(rng.choice(len(x_train), min(cfg["n_real"], len(x_train)), replace=False))
     ti = np.sort(rng.choice(len(x_test), min(cfg["probe_test"], len(x_test)), replace=False))
-    shutil.rmtree(a.workdir, ignore_errors=True)
-    os.makedirs(a.workdir)
+    if not a.reuse:
+        shutil.rmtree(a.workdir, ignore_errors=True)
+    os.makedirs(a.workdir, exist_ok=True)
     img = write_idx(os.path.join(a.workdir, "sub-images-idx3-ubyte.gz"), x_train[ri])
     lab = write_idx(os.path.join(a.workdir, "sub-labels-idx1-ubyte.gz"), y_train[ri])
     run = os.path.join(a.workdir, "run")
@@ -166,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.gap_arm:
         arms.append(mixed_arm("adainf_gap", real, syn, gap["real_replication"], json.loads(gap["augmentation"]),
                               "the gap mode's mix"))
+    if a.ablation:
+        arms.append(mixed_arm("dup_only", real, syn, a.dup, NORMAL_AUG, f"real x{a.dup:g} + generated, SimCLR aug"))
+        arms.append(mixed_arm("weak_only", real, syn, 1.0, WEAK_AUG, "real + generated (dup 1), weak aug"))
+    if a.arms:
+        keep = set(a.arms.split(",")) | {"none"}
+        arms = [x for x in arms if x.name in keep]
     train_cfg = {"steps": cfg["ssl_steps"], "batch_size": cfg["ssl_batch"], "arch": cfg["arch"],
                  "device": cfg["device"]}
     t0 = time.perf_counter()
