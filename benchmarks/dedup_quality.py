@@ -198,7 +198,7 @@ def main() -> None:
     s, d = unionfind.components_by_key(pix)
     rep, keep, _ = unionfind.keep_first(unionfind.components(len(images), s, d), rank)
     print(row("exact (pixels)", evaluate_removed(~keep, rep, group, kind), kinds))
-    for name, h, ts, default in [("phash", ph, (2, 4, 6, 8, 10, 12, 14), 10), ("dhash", dh, (2, 4, 6, 8, 10), 6)]:
+    for name, h, ts, default in [("phash", ph, (2, 4, 6, 8, 10, 12, 14), 6), ("dhash", dh, (2, 4, 6, 8, 10), 6)]:
         for verify in (False, True):
             for t in ts:
                 r = find_near_duplicates(h, t, rank, thumbs=th if verify else None,

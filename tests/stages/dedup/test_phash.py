@@ -79,10 +79,10 @@ def test_undecodable_image_is_quarantined_not_decided(tmp_path):
     assert [r["sample_id"] for r in q] == [rows[1]["sample_id"]] and q[0]["reason"] == "undecodable"
 
 
-def test_default_thresholds_from_the_literature():
+def test_default_thresholds():
     from curate.stages.dedup.phash import PHashDedup
 
-    assert PHashDedup.Params().t == 10
+    assert PHashDedup.Params().t == 6
     assert PHashDedup.Params(hash="dhash").t == 6
     assert PHashDedup.Params(hash="dhash", threshold=3).t == 3
 
