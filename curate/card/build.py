@@ -388,10 +388,26 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
     # --- synthetic / AdaInf
     shard = view.shard_index()
     adainf = (shard[1].get("metadata", {}) or {}).get("adainf") if shard else None
-    if a.get("synthetic_added") or adainf:
+    adainf_rows = view.table("adainf").to_pylist() if view.has("adainf") else []
+    rejected = view.table("synthetic_rejections") if view.has("synthetic_rejections") else None
+    if a.get("synthetic_added") or adainf or adainf_rows:
         md += ["## Synthetic data and AdaInf", "",
                f"{a.get('synthetic_added', 0):,} generated samples ({a.get('synthetic_added', 0) / max(kept_total, 1):.1%} "
                "of the final set, before real-data replication)."]
+        if rejected is not None and rejected.num_rows:
+            why = collections.Counter(f"{m}: {(r or '').split(' ')[0]}" for m, r in
+                                      zip(rejected.column("method").to_pylist(), rejected.column("reason").to_pylist()))
+            md += ["", f"{rejected.num_rows:,} generated images were rejected as near-copies of a real image "
+                       "(memorisation) or of another generated one: "
+                   + ", ".join(f"{k} ({v:,})" for k, v in sorted(why.items())) + "."]
+        for row in adainf_rows:
+            md += ["", "| AdaInf mode | real replication | real share / epoch | FD | precision | recall | augmentation |",
+                   "|---|---|---|---|---|---|---|",
+                   f"| {row['mode']} | {row['real_replication']:.3g} | {row['real_share']:.3f} | "
+                   + " | ".join("-" if row.get(k) is None else f"{row[k]:.3f}" for k in ("fd", "precision", "recall"))
+                   + f" | `{row['augmentation']}` |"]
+            if row.get("rule"):
+                md += ["", f"Rule: {row['rule']}"]
         if adainf:
             md += ["", "AdaInf settings recorded in the shard index (Wang et al., ICLR 2024):", "", "```json",
                    json.dumps(adainf, indent=2, sort_keys=True), "```"]

@@ -99,7 +99,15 @@ def _inflated(d: RunData) -> Arm:
                description=f"kept real + {d.synthetic.numel()} synthetic, AdaInf weak augmentation")
 
 
-_BUILDERS: dict[str, Builder] = {"full": _full, "curated": _curated, "random": _random, "inflated": _inflated}
+def _adainf(d: RunData) -> Arm:
+    """Kept real rows x the run's AdaInf replication + synthetic rows, recommended augmentation."""
+    from curate.stages.inflate.adainf import adainf_arm
+
+    return adainf_arm(d)
+
+
+_BUILDERS: dict[str, Builder] = {"full": _full, "curated": _curated, "random": _random, "inflated": _inflated,
+                                 "adainf": _adainf}
 
 
 def register_arm(name: str, builder: Builder) -> None:

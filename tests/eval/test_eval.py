@@ -131,3 +131,10 @@ def test_cli_eval(deduped_run, probe_npz, tmp_path):
     assert os.path.exists(os.path.join(out, "eval.png"))
     bad = CliRunner().invoke(app, ["eval", deduped_run, "--probe", probe_npz, "--seeds", "a,b"])
     assert bad.exit_code == 2 and "--seeds" in bad.output
+
+
+def test_adainf_arm_is_registered_and_needs_an_adainf_table(deduped_run):
+    from curate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="inflate.adainf"):
+        run_arms(deduped_run, ["adainf"])

@@ -81,6 +81,12 @@ def test_adainf_through_shard_and_loader(tmp_path, squares_idx, tiny_pipeline_di
             n_syn += item["is_synthetic"]
             n_real += not item["is_synthetic"]
     assert n_real / (n_real + n_syn) == pytest.approx(row["real_share"], abs=0.03)
+    # the data card reports the synthetic share and the AdaInf settings
+    from curate.card.build import build_card
+
+    md = open(build_card(str(run), str(tmp_path / "cards"))).read()
+    assert "## Synthetic data and AdaInf" in md and "40 generated samples" in md
+    assert f"| {mode} | {row['real_replication']:.3g} | {row['real_share']:.3f} |" in md
 
 
 def test_proxy_grid_picks_the_best_cell():
