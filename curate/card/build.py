@@ -156,15 +156,16 @@ def _plot_duplicate_groups(view: RunView, removals: pa.Table, path: str, groups:
 
 
 def _nn_cosines(emb: np.ndarray, max_n: int = 20000, seed: int = 0) -> np.ndarray:
+    """Cosine of each (sampled) sample to its nearest other sample in the whole set."""
     import faiss
 
-    rng = np.random.default_rng(seed)
-    if len(emb) > max_n:
-        emb = emb[rng.choice(len(emb), max_n, replace=False)]
     x = np.ascontiguousarray(emb, dtype=np.float32)
+    q = x
+    if len(x) > max_n:
+        q = x[np.random.default_rng(seed).choice(len(x), max_n, replace=False)]
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
-    sims, _ = index.search(x, 2)
+    sims, _ = index.search(q, 2)
     return sims[:, 1]
 
 
@@ -192,7 +193,7 @@ def _plot_similarity(cos: np.ndarray, path: str) -> str:
     a2.plot(1 - taus, share, color="#55A868")
     a2.set_xlabel("eps (a sample is a near-duplicate if its NN cosine > 1 - eps)")
     a2.set_ylabel("share without a near-duplicate")
-    a2.set_title("Keep share vs threshold (upper bound)")
+    a2.set_title("Samples with no near-duplicate (lower bound on keep share)")
     a2.grid(alpha=0.3)
     return viz.save(fig, path)
 
@@ -212,7 +213,8 @@ def _plot_embedding_map(ids: list[str], emb: np.ndarray, status: dict[str, str],
             ax.scatter(xy[m, 0], xy[m, 1], s=size, c=color, alpha=0.6, label=f"{name} ({int(m.sum()):,})", linewidths=0)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title("Embedding map (PCA): kept / removed / synthetic")
+    shown = f" ({len(idx):,} of {len(ids):,} shown)" if len(idx) < len(ids) else ""
+    ax.set_title(f"Embedding map (PCA): kept / removed / synthetic{shown}")
     ax.legend(loc="best", fontsize=8, markerscale=2)
     return viz.save(fig, path)
 
@@ -376,7 +378,7 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
     if "similarity" in figures:
         md += ["## Similarity structure", "",
                "Left: cosine similarity of every sample to its nearest neighbour in embedding space. Right: the share of "
-               "samples with no neighbour closer than 1 - eps, an upper bound on what semantic dedup keeps at that eps.", "",
+               "samples with no neighbour above cosine 1 - eps: they are kept at that eps whatever the order, so this is a lower bound on the share semantic dedup keeps (`curate inspect --dedup` plots the exact curve).", "",
                f"![similarity]({rel(figures['similarity'])})", "", f"![embedding map]({rel(figures['map'])})", ""]
     if "pairs" in figures:
         n_pairs = pairs.num_rows
