@@ -12,6 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one torch thread, and CI's two cores are shared with Dask workers."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def write_idx(path: str, arr: np.ndarray) -> str:
     code = {np.dtype(np.uint8): 0x08}[arr.dtype]
     header = struct.pack(">BBBB", 0, 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)

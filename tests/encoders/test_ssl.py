@@ -15,14 +15,6 @@ from curate.errors import ConfigError
 from curate.runner import run_pipeline
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _npz(path, n=24, size=12):
     rng = np.random.default_rng(0)
     imgs = np.zeros((n, size, size), np.uint8)

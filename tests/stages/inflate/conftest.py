@@ -7,17 +7,6 @@ import pytest
 
 from tests.conftest import write_idx
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one torch thread is as fast, and does not thrash a shared machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY_UNET = {"block_out_channels": [16, 32], "layers_per_block": 1, "attention": False}
 
 
