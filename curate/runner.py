@@ -269,6 +269,7 @@ class Runner:
             if n == 0 and not issubclass(plan.cls, SourceStage):
                 n = None  # known only once upstream has run
             rows.append({"stage": plan.spec.dirname, "key": plan.spec.key, "kind": _kind(plan.cls),
+                         "inputs": list(plan.cls.inputs) or ["(sources)"], "outputs": list(plan.cls.outputs),
                          "config_hash": plan.cfg_hash, "partitions": n,
                          "will_skip": 0 if self.force else done})
         return rows

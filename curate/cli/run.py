@@ -43,10 +43,11 @@ def register(app: typer.Typer) -> None:
                     print_json({"run_dir": runner.run_dir, "stages": plan})
                     return
                 t = Table(title=f"plan for {cfg.name} in {runner.run_dir}")
-                for col in ("stage", "key", "kind", "partitions", "will skip", "config hash"):
+                for col in ("stage", "key", "kind", "reads", "writes", "partitions", "will skip", "config hash"):
                     t.add_column(col)
                 for r in plan:
-                    t.add_row(r["stage"], r["key"], r["kind"], "?" if r["partitions"] is None else str(r["partitions"]),
+                    t.add_row(r["stage"], r["key"], r["kind"], ", ".join(r["inputs"]), ", ".join(r["outputs"]),
+                              "?" if r["partitions"] is None else str(r["partitions"]),
                               str(r["will_skip"]), r["config_hash"])
                 out.print(t)
                 return

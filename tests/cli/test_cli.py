@@ -52,6 +52,9 @@ def test_run_json_dry_run_status_and_ingest(tmp_path, idx_dataset):
     assert r.exit_code == 0
     plan = json.loads(r.output)["stages"]
     assert plan[0]["partitions"] == 3 and plan[0]["will_skip"] == 0
+    assert plan[0]["inputs"] == ["(sources)"] and plan[0]["outputs"] == ["samples"]
+    r = runner.invoke(app, ["run", str(p), "--run-dir", run_dir, "--dry-run"])
+    assert r.exit_code == 0 and f"plan for t in {run_dir}" in r.output.replace("\n", "")
     r = runner.invoke(app, ["run", str(p), "--run-dir", run_dir, "--scheduler", "sync", "--quiet", "--no-card"])
     assert r.exit_code == 0 and "ingested 300 = kept 300 + removed 0 + quarantined 0" in r.output
     r = runner.invoke(app, ["run", str(p), "--run-dir", run_dir, "--dry-run", "--json"])
