@@ -4,8 +4,8 @@
 (not from counters), written to ``RUN_DIR/summary.json`` and printed.
 
 * ingested    - rows the source stages produced + inputs they quarantined
-* quarantined - quarantine entries of source stages + samples a later stage quarantined
-* removed     - rows of ``removals`` tables (dedup.apply's removal log)
+* quarantined - quarantine entries of source stages (incl. on_error=skip) + samples a later stage quarantined
+* removed     - ingested rows in ``removals`` tables (dedup.apply's removal log)
 * kept        - real (non-synthetic) rows of the final ``samples`` overlay that no
   later stage quarantined
 """
@@ -16,6 +16,7 @@ import collections
 import time
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import io
@@ -38,7 +39,7 @@ def accounting(run_dir: str, upstream: list[Upstream], source_dirs: set[str]) ->
                        on_error="raise", upstream=tuple(upstream))
     ingested = quarantined = 0
     later_q: set[str] = set()
-    skipped = 0
+    ingested_ids: list = []
     for up in upstream:
         q_parts = io.list_partitions(run_dir, up.dirname, "quarantine")
         for pid in q_parts:
@@ -48,9 +49,11 @@ def accounting(run_dir: str, upstream: list[Upstream], source_dirs: set[str]) ->
             else:
                 later_q.update(x for x in q.column("sample_id").to_pylist() if x is not None)
         if up.dirname in source_dirs:
-            rows, counters, _ = _stage_rows(run_dir, up.dirname)
+            rows, _, _ = _stage_rows(run_dir, up.dirname)
             ingested += rows.get("samples", 0) + rows.get("quarantine", 0)
-            skipped += sum(v for k, v in counters.items() if k.startswith("skipped_"))
+            for pid in io.list_partitions(run_dir, up.dirname):
+                ingested_ids.append(io.read_parquet(io.part_path(run_dir, up.dirname, pid),
+                                                    columns=["sample_id"]).column("sample_id").combine_chunks())
     samples = ctx.read_all("samples", columns=["sample_id", "is_synthetic"]) if ctx.has("samples") else None
     kept = synthetic = 0
     if samples is not None and samples.num_rows:
@@ -60,7 +63,9 @@ def accounting(run_dir: str, upstream: list[Upstream], source_dirs: set[str]) ->
         synthetic = samples.num_rows - real.num_rows
     removed = 0
     if ctx.has("removals"):
-        removed = ctx.read_all("removals", columns=["sample_id"]).num_rows
+        ids = ctx.read_all("removals", columns=["sample_id"]).column("sample_id")
+        # only ingested rows are part of the balance (dedup after inflate may also remove generated rows)
+        removed = int(pc.sum(pc.is_in(ids, pa.concat_arrays(ingested_ids))).as_py() or 0) if ingested_ids else 0
     quarantined += len(later_q)
     return {
         "ingested": ingested,
