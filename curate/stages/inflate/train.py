@@ -35,6 +35,7 @@ from pydantic import Field, field_validator
 
 from curate import imaging, io
 from curate.config import StageParams
+from curate.encoders.base import file_digest
 from curate.errors import ConfigError, StageError
 from curate.stage import GlobalStage, StageContext
 
@@ -70,14 +71,6 @@ def device_auto(device: str = "auto") -> str:
 
 
 # ------------------------------------------------------------------ loading pipelines
-def _file_digest(path: Path, n: int = 12) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:n]
-
-
 def resolve_pipeline(path: str | os.PathLike) -> tuple[Path, str | None]:
     """``(root, unet_subfolder)`` of a local diffusers pipeline or bare UNet directory; ConfigError if unusable."""
     root = Path(path).expanduser()
@@ -106,7 +99,7 @@ def generator_id_of(path: str | os.PathLike) -> str:
     weights = sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))
     if not weights:
         raise ConfigError(f"inflate: no UNet weights (*.safetensors / *.bin) in '{d}'")
-    return f"ddpm-{_file_digest(weights[0])}"
+    return f"ddpm-{file_digest(str(weights[0]))}"
 
 
 def load_unet(path: str | os.PathLike, device: str = "cpu"):
