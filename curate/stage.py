@@ -116,6 +116,15 @@ class StageContext:
                 out.append((up.dirname, pa.concat_tables(parts, promote_options="permissive")))
         return out
 
+    def quarantined_sample_ids(self) -> set[str]:
+        """sample_ids that any upstream stage quarantined after ingest (its quarantine rows name them)."""
+        out: set[str] = set()
+        for up in self.upstream:
+            for pid in io.list_partitions(self.run_dir, up.dirname, "quarantine"):
+                q = io.read_parquet(io.part_path(self.run_dir, up.dirname, pid, "quarantine"), columns=["sample_id"])
+                out.update(x for x in q.column("sample_id").to_pylist() if x is not None)
+        return out
+
     # ---- errors, counters ------------------------------------------------------
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += n

@@ -38,18 +38,12 @@ def accounting(run_dir: str, upstream: list[Upstream], source_dirs: set[str]) ->
     ctx = StageContext(run_dir=run_dir, stage="summary", stage_key="summary", partition_id=None, seed=0,
                        on_error="raise", upstream=tuple(upstream))
     ingested = quarantined = 0
-    later_q: set[str] = set()
+    later_q = ctx.quarantined_sample_ids()  # source stages quarantine inputs, not samples: no ids there
     ingested_ids: list = []
     for up in upstream:
-        q_parts = io.list_partitions(run_dir, up.dirname, "quarantine")
-        for pid in q_parts:
-            q = io.read_parquet(io.part_path(run_dir, up.dirname, pid, "quarantine"), columns=["sample_id"])
-            if up.dirname in source_dirs:
-                quarantined += q.num_rows
-            else:
-                later_q.update(x for x in q.column("sample_id").to_pylist() if x is not None)
         if up.dirname in source_dirs:
             rows, _, _ = _stage_rows(run_dir, up.dirname)
+            quarantined += rows.get("quarantine", 0)
             ingested += rows.get("samples", 0) + rows.get("quarantine", 0)
             for pid in io.list_partitions(run_dir, up.dirname):
                 ingested_ids.append(io.read_parquet(io.part_path(run_dir, up.dirname, pid),

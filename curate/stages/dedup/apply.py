@@ -34,16 +34,6 @@ class ApplyParams(StageParams):
                                                         "(e.g. [exact, phash]); default: all")
 
 
-def quarantined_ids(ctx: StageContext) -> set[str]:
-    """sample_ids any upstream stage quarantined (global stages file them under one partition)."""
-    out: set[str] = set()
-    for up in ctx.upstream:
-        for pid in io.list_partitions(ctx.run_dir, up.dirname, "quarantine"):
-            q = io.read_parquet(io.part_path(ctx.run_dir, up.dirname, pid, "quarantine"), columns=["sample_id"])
-            out.update(x for x in q.column("sample_id").to_pylist() if x is not None)
-    return out
-
-
 class ApplyDedup(Stage):
     key = "dedup.apply"
     version = "1"
@@ -72,7 +62,7 @@ class ApplyDedup(Stage):
                     removal[sid] = row
                     n_new += 1
             ctx.count(f"removed_by_{up.dirname}", n_new)
-        quarantined = quarantined_ids(ctx) & present
+        quarantined = ctx.quarantined_sample_ids() & present
         for sid in quarantined:
             removal.pop(sid, None)
         drop = set(removal) | quarantined
