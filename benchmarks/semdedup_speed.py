@@ -20,7 +20,6 @@ vs a pure-Python reference (``--check``).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import threading

@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import platform
-from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-import torch
 
 from curate.errors import ConfigError
 from curate.eval.arms import Arm

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from pydantic import Field, field_validator, model_validator
 
-from curate import encoders, imaging, io, schemas
+from curate import encoders, io, schemas
 from curate.config import StageParams
 from curate.encoders.base import Encoder, EncoderOptions
 from curate.errors import ConfigError, SampleError

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from curate.errors import ConfigError
-from curate.train import TensorBatches, TrainConfig, load_encoder, load_model, train
+from curate.train import TensorBatches, load_encoder, train
 from curate.train.data import NegativeBank
 
 

@@ -59,6 +59,7 @@ def test_generate_stage_adds_synthetic_partitions_deterministically(tmp_path, sq
                        "embed": {"encoder": "pixels", "dim": 8}}]
     s1 = run_pipeline(PipelineConfig(**cfg), run_dir=str(tmp_path / "a"), scheduler="sync", progress=False)
     s2 = run_pipeline(PipelineConfig(**cfg), run_dir=str(tmp_path / "b"), scheduler="sync", progress=False)
+    assert s1["accounting"] == s2["accounting"] and s1["accounting"]["balanced"]
     t1 = read_run_table(tmp_path / "a", "02_inflate_generate")
     t2 = read_run_table(tmp_path / "b", "02_inflate_generate")
     syn = t1.filter(t1.column("is_synthetic"))
