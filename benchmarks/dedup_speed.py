@@ -66,7 +66,7 @@ def bench_phash(n: int, size: int, baseline_n: int) -> None:
         imgs = np.stack([np.asarray(Image.fromarray(x).resize((size, size), Image.Resampling.BICUBIC)) for x in imgs])
     pil = [Image.fromarray(x) for x in imgs[:baseline_n]]
     print(f"\n## pHash / dHash: {n} Fashion-MNIST images at {size}x{size} (imagehash on {len(pil)}; "
-          f"curate hashes on 1 torch thread, chunks of {phash.CHUNK_PIXELS} pixels; both single-core)")
+          f"curate hashes in blocks of {phash._lanes(size, size)} image lanes; both single-core)")
     phash.phash_batch(imgs[:8])  # warm the weight caches
     for name, ours, ref in [("phash", phash.phash_batch, imagehash.phash), ("dhash", phash.dhash_batch, imagehash.dhash)]:
         # interleaved rounds of similar length, best per-image time of each side: robust to the

@@ -12,14 +12,11 @@ and most dedup tools follow):
 Bits are read row-major, first bit most significant, so ``int(str(imagehash.phash(img)), 16)``
 equals our uint64 value.
 
-The resize reproduces Pillow's fixed-point Lanczos resampler exactly
-(``Resample.c``: support 3, coefficients normalised then rounded to 22-bit fixed
-point, horizontal pass then vertical pass, each rounded and clipped to 8 bits),
-as two dense float64 matrix products per batch: products and sums of these
-integers are exact in float64, so the result is bit-identical to PIL's while
-running as BLAS calls over a whole batch. The RGB->L conversion is Pillow's
-integer formula. The DCT and median are the same numpy/scipy calls imagehash
-makes, on a batch axis.
+The resize reproduces Pillow's fixed-point Lanczos resampler bit for bit
+(``curate.ops.lanczos``: banded taps over blocks of image lanes, compiled with numba, with the
+DCT fused in). The RGB->L conversion is Pillow's integer formula. The median and the bit order
+are imagehash's; where our DCT's summation order could flip a bit (two middle coefficients within
+1e-9 relative), the image is redone with imagehash's own fftpack calls.
 """
 
 from __future__ import annotations
@@ -29,82 +26,26 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fftpack
-import torch
 from PIL import Image
 
-PRECISION_BITS = 22  # Pillow Resample.c: 32 - 8 - 2
-_ONE = float(1 << PRECISION_BITS)
-# pixels per batch chunk: bounds the float64 working set (~8 bytes x this x 2)
-CHUNK_PIXELS = 1 << 17  # cache-sized chunks: measured fastest (2^15..2^21 tried)
+from curate.ops import lanczos
+
+# images per compiled block; None picks by image size (read at call time, so tests can pin it)
+LANES: int | None = None
 
 
-def _lanczos(x: np.ndarray) -> np.ndarray:
-    """Pillow's truncated sinc: sinc(x) * sinc(x / 3) on [-3, 3)."""
-    out = np.zeros_like(x)
-    inside = (x >= -3.0) & (x < 3.0)
-    xi = x[inside]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s1 = np.where(xi == 0.0, 1.0, np.sin(np.pi * xi) / (np.pi * xi))
-        s3 = np.where(xi == 0.0, 1.0, np.sin(np.pi * xi / 3.0) / (np.pi * xi / 3.0))
-    out[inside] = s1 * s3
-    return out
+def _lanes(h: int, w: int) -> int:
+    """Block size: 32 images up to 48x48 px, fewer for larger ones so a block's float64 buffers
+    stay cache-sized (measured at 28, 128 and 256 px)."""
+    if LANES:
+        return LANES
+    return 32 if h * w <= 48 * 48 else 16 if h * w <= 64 * 64 else 8
 
 
-@lru_cache(maxsize=256)
-def resample_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out_size, in_size) float64 matrix of Pillow's fixed-point Lanczos weights (integers)."""
-    support_base = 3.0
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = support_base * filterscale
-    mat = np.zeros((out_size, in_size), np.float64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size) - xmin
-        x = np.arange(xmax, dtype=np.float64)
-        w = _lanczos((x + xmin - center + 0.5) * (1.0 / filterscale))
-        ww = w.sum()
-        if ww != 0.0:
-            w = w / ww
-        fixed = np.where(w < 0, np.trunc(-0.5 + w * _ONE), np.trunc(0.5 + w * _ONE))
-        mat[xx, xmin:xmin + xmax] = fixed
-    mat.setflags(write=False)
-    return mat
-
-
-@lru_cache(maxsize=256)
-def _pass_weights(in_size: int, out_size: int) -> torch.Tensor:
-    """float64 (in, out) Pillow weights pre-scaled by 2^-22 (a power of two: still exact)."""
-    return torch.from_numpy(resample_matrix(in_size, out_size).T / _ONE)
-
-
-def _exact_pass(x: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
-    """Resample the rows of ``x`` (R, in_size) -> (R, out_size), rounded and clipped like Pillow.
-
-    ``x`` holds integers 0..255 as float64; the weights are Pillow's 22-bit fixed-point integers
-    times 2^-22, so every product and partial sum is exact in float64 and
-    ``floor(sum + 0.5)`` equals Pillow's ``(sum + 2^21) >> 22`` bit for bit. One dense GEMM:
-    skipping the zero weights with banded blocks was measured slower (28..512 px inputs).
-    """
-    v = x @ _pass_weights(in_size, out_size)
-    v += 0.5
-    return v.floor_().clamp_(0.0, 255.0)
-
-
-def _exact_pass_left(x: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
-    """Resample the columns of ``x`` (in_size, C) -> (out_size, C); see :func:`_exact_pass`."""
-    v = _pass_weights(in_size, out_size).T @ x
-    v += 0.5
-    return v.floor_().clamp_(0.0, 255.0)
-
-
-def resize_lanczos(gray: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Resize a batch (N, H, W) of uint8 gray images like ``PIL.Image.resize((out_w, out_h), LANCZOS)``.
-
-    Returns float64 (N, out_h, out_w) holding exactly the uint8 values PIL produces.
-    """
-    return _resize(np.asarray(gray), out_h, out_w).permute(1, 0, 2).contiguous().numpy()
+def _geometry(h: int, w: int, out_h: int, out_w: int):
+    hs, hw = lanczos.band(w, out_w)
+    vs, vw = lanczos.band(h, out_h)
+    return hs, hw, vs, vw
 
 
 def _pass_order(h: int, w: int, out_h: int, out_w: int) -> str:
@@ -120,31 +61,34 @@ def _probe_order(h: int, w: int, out_h: int, out_w: int) -> str:
     probe = rng.integers(0, 256, (1, h, w), dtype=np.uint8)
     ref = np.asarray(Image.fromarray(probe[0]).resize((out_w, out_h), Image.Resampling.LANCZOS))
     for order in ("hv", "vh"):
-        if np.array_equal(_resize(probe, out_h, out_w, order)[:, 0, :].numpy(), ref):
+        if np.array_equal(_resize(probe, out_h, out_w, order)[0], ref):
             return order
     return "pil"  # unknown Pillow behaviour: fall back to Pillow itself, per image
 
 
-def _resize(gray: np.ndarray, out_h: int, out_w: int, order: str | None = None) -> torch.Tensor:
-    """Exact Pillow Lanczos resize of (N, H, W) uint8 -> float64 tensor laid out (out_h, N, out_w).
+def _pil_resize(gray: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(g).resize((out_w, out_h), Image.Resampling.LANCZOS))
+                     for g in gray]).astype(np.float64)
 
-    The (rows, images, columns) layout makes both passes plain 2-D GEMMs with no transposes:
-    the horizontal pass is ``(H*N, W) @ Wx``, the vertical one ``Wy @ (H, N*W)``.
-    """
+
+def _resize(gray: np.ndarray, out_h: int, out_w: int, order: str | None = None) -> np.ndarray:
+    """Exact Pillow Lanczos resize of (N, H, W) uint8 -> float64 (N, out_h, out_w)."""
+    gray = np.ascontiguousarray(gray, dtype=np.uint8)
     n, h, w = gray.shape
     order = order or _pass_order(h, w, out_h, out_w)
     if order == "pil":
-        out = np.stack([np.asarray(Image.fromarray(g).resize((out_w, out_h), Image.Resampling.LANCZOS))
-                        for g in gray])
-        return torch.from_numpy(out.transpose(1, 0, 2).astype(np.float64))
-    x = torch.from_numpy(np.ascontiguousarray(np.asarray(gray).transpose(1, 0, 2))).double()  # (H, N, W)
-    for axis in order:
-        hh, _, ww = x.shape
-        if axis == "h" and w != out_w:
-            x = _exact_pass(x.reshape(hh * n, ww), w, out_w).reshape(hh, n, out_w)
-        elif axis == "v" and h != out_h:
-            x = _exact_pass_left(x.reshape(hh, n * ww), h, out_h).reshape(out_h, n, ww)
-    return x
+        return _pil_resize(gray, out_h, out_w)
+    out = np.empty((n, out_h, out_w), np.float64)
+    lanczos.resize_kernel(gray, order == "hv", *_geometry(h, w, out_h, out_w), _lanes(h, w), out)
+    return out
+
+
+def resize_lanczos(gray: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Resize a batch (N, H, W) of uint8 gray images like ``PIL.Image.resize((out_w, out_h), LANCZOS)``.
+
+    Returns float64 (N, out_h, out_w) holding exactly the uint8 values PIL produces.
+    """
+    return _resize(np.asarray(gray), out_h, out_w)
 
 
 def to_luma(arr: np.ndarray) -> np.ndarray:
@@ -171,14 +115,6 @@ def from_hex(s: str) -> np.uint64:
     return np.uint64(int(s, 16))
 
 
-@lru_cache(maxsize=1)
-def _dct8() -> torch.Tensor:
-    """The first 8 rows of scipy.fftpack's unnormalised DCT-II matrix for length 32."""
-    k = np.arange(8)[:, None]
-    n = np.arange(32)[None, :]
-    return torch.from_numpy(2.0 * np.cos(np.pi * k * (2 * n + 1) / 64.0))
-
-
 def _phash_exact(px: np.ndarray) -> np.ndarray:
     """imagehash's own computation on (N, 32, 32) resized pixels: fftpack DCT, median."""
     d = scipy.fftpack.dct(scipy.fftpack.dct(px.astype(np.float64), axis=1), axis=2)
@@ -186,73 +122,46 @@ def _phash_exact(px: np.ndarray) -> np.ndarray:
     return low > np.median(low, axis=1)[:, None]
 
 
-def _phash_chunk(gray: np.ndarray, thumbs: list | None = None) -> np.ndarray:
-    px = _resize(gray, 32, 32)  # (32 rows, N, 32 cols), exact uint8 values
-    n = px.shape[1]
-    if thumbs is not None:  # 16x16 thumbnail (2x2 means of the 32x32 pHash input) for pair verification
-        t = px.reshape(16, 2, n, 16, 2).mean(dim=(1, 4))  # (16, N, 16)
-        thumbs.append(torch.round(t).to(torch.uint8).permute(1, 0, 2).numpy())
-    dm = _dct8()
-    # top-left 8x8 of the 2-D DCT as two GEMMs, D8 @ P @ D8^T, on the (row, image, col) layout
-    rows = dm @ px.reshape(32, n * 32)  # (8, N*32)
-    low = (rows.reshape(8 * n, 32) @ dm.T).reshape(8, n, 8).permute(1, 0, 2).reshape(n, 64).numpy()
-    part = np.sort(low, axis=1)
-    med = (part[:, 31] + part[:, 32]) / 2.0  # numpy.median of 64 values, as imagehash
-    bits = low > med[:, None]
-    # GEMM and FFT round differently (~1e-12 relative): when the two middle coefficients are that
-    # close, a bit is a coin flip between them, so redo those images with imagehash's own code
-    scale = np.maximum(np.abs(low).max(axis=1), 1.0)
-    amb = np.flatnonzero(part[:, 32] - part[:, 31] <= 2e-9 * scale)
-    if amb.size:
-        bits[amb] = _phash_exact(px[:, amb, :].permute(1, 0, 2).numpy())
-    return bits_to_uint64(bits)
-
-
-def _dhash_chunk(gray: np.ndarray) -> np.ndarray:
-    px = _resize(gray, 8, 9)  # (8, N, 9)
-    n = px.shape[1]
-    return bits_to_uint64((px[:, :, 1:] > px[:, :, :-1]).permute(1, 0, 2).reshape(n, 64).numpy())
-
-
-class _one_thread:
-    """Run torch on one intra-op thread: the GEMMs here are small and cache-sized, extra threads
-    only add synchronisation (measured 2-3x slower with 2 threads); parallelism comes from
-    hashing partitions in separate Dask workers."""
-
-    def __enter__(self):
-        self.threads = torch.get_num_threads()
-        if self.threads != 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        if self.threads != 1:
-            torch.set_num_threads(self.threads)
-
-
-def _chunked(fn, gray: np.ndarray, *args) -> np.ndarray:
+def _phash(gray: np.ndarray, thumbs: np.ndarray | None = None) -> np.ndarray:
+    gray = np.ascontiguousarray(gray, dtype=np.uint8)
     n, h, w = gray.shape
-    step = max(1, CHUNK_PIXELS // max(1, h * w))
-    with _one_thread():
-        if n <= step:
-            return fn(gray, *args)
-        return np.concatenate([fn(gray[i:i + step], *args) for i in range(0, n, step)])
+    order = _pass_order(h, w, 32, 32)
+    if order == "pil":
+        px = _pil_resize(gray, 32, 32)
+        if thumbs is not None:
+            thumbs[:] = np.round(px.reshape(n, 16, 2, 16, 2).mean(axis=(2, 4))).astype(np.uint8)
+        return bits_to_uint64(_phash_exact(px))
+    hashes = np.empty(n, np.uint64)
+    ambiguous = np.empty(n, np.bool_)
+    want = thumbs is not None
+    lanczos.phash_kernel(gray, order == "hv", *_geometry(h, w, 32, 32), lanczos.dct_taps(),
+                         lanczos.sorting_network(64), _lanes(h, w),
+                         hashes, ambiguous, thumbs if want else np.empty((0, 16, 16), np.uint8), want)
+    # our DCT sums in another order than fftpack (~1e-12 relative): where the two middle
+    # coefficients are that close a bit is a coin flip between them, so redo those images with
+    # imagehash's own code
+    amb = np.flatnonzero(ambiguous)
+    if amb.size:
+        hashes[amb] = bits_to_uint64(_phash_exact(_resize(gray[amb], 32, 32, order)))
+    return hashes
 
 
 def phash_batch(images: np.ndarray) -> np.ndarray:
     """pHash of a batch of same-shaped uint8 images (N, H, W) or (N, H, W, 3) -> uint64 (N,)."""
-    return _chunked(_phash_chunk, to_luma(np.asarray(images)))
+    return _phash(to_luma(np.asarray(images)))
 
 
 def dhash_batch(images: np.ndarray) -> np.ndarray:
     """dHash (horizontal gradient, 9x8) of a batch of same-shaped uint8 images -> uint64 (N,)."""
-    return _chunked(_dhash_chunk, to_luma(np.asarray(images)))
+    px = _resize(to_luma(np.asarray(images)), 8, 9)  # (N, 8, 9)
+    return bits_to_uint64((px[:, :, 1:] > px[:, :, :-1]).reshape(len(px), 64))
 
 
 def phash_thumbnails(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """pHash plus the 16x16 uint8 thumbnail of each image (2x2 means of pHash's 32x32 input)."""
-    thumbs: list[np.ndarray] = []
-    h = _chunked(_phash_chunk, to_luma(np.asarray(images)), thumbs)
-    return h, np.concatenate(thumbs) if thumbs else np.zeros((0, 16, 16), np.uint8)
+    gray = to_luma(np.asarray(images))
+    thumbs = np.empty((len(gray), 16, 16), np.uint8)
+    return _phash(gray, thumbs), thumbs
 
 
 def hash_arrays(arrays: list[np.ndarray], thumbnails: bool = False):

@@ -57,5 +57,5 @@ def test_rgb_uses_pillow_luma():
 def test_batch_chunking_does_not_change_hashes(monkeypatch):
     imgs = np.stack([smooth_field(s, 32) for s in range(12)])
     full = P.phash_batch(imgs)
-    monkeypatch.setattr(P, "CHUNK_PIXELS", 32 * 32 * 5)
+    monkeypatch.setattr(P, "LANES", 5)
     np.testing.assert_array_equal(P.phash_batch(imgs), full)
