@@ -50,6 +50,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from curate.errors import CurateError
 from curate.load.index import ShardIndex, read_index, verify_shard
+from curate.ops.png import decode_stored_column
 
 _BASE_COLUMNS = ["image", "sample_id", "label", "group_id", "is_synthetic", "sample_weight"]
 
@@ -137,7 +138,7 @@ class _RowStore:
         b = int(np.searchsorted(self.ds._block_start, row, side="right") - 1)
         grp = self.cache.get(b)
         if grp is None:
-            grp = self.ds._read_block(b, ["image"])
+            grp = self.ds._read_block(b, ["image"], pixels=False)
             self.cache[b] = grp
             if len(self.cache) > self.max_groups:
                 self.cache.popitem(last=False)
@@ -327,13 +328,31 @@ class ShardDataset(IterableDataset):
             f = self._files[s] = pq.ParquetFile(info.path)
         return f
 
-    def _read_block(self, b: int, columns: list[str]) -> dict[str, list]:
+    def _read_block(self, b: int, columns: list[str], pixels: bool = True) -> dict[str, list]:
+        """Columns of block ``b`` as lists; with ``pixels`` (and plain decoding) also ``_px``: the
+        images that are stored PNGs (what the shard stage writes) gathered as (C, H, W) arrays in
+        one vectorised pass, None where a row needs a PNG decoder."""
         s, g, n = self._blocks[b]
         t = self._file(s).read_row_group(g, columns=columns)
         if t.num_rows != n:
             raise CurateError(f"shard '{self.index.shards[s].path}' row group {g} has {t.num_rows} rows, "
                               f"index.json says {n}; rerun `curate shard`")
-        return {c: t.column(c).to_pylist() for c in columns}
+        out = {c: t.column(c).to_pylist() for c in columns if c != "image"}
+        px = None
+        if pixels and "image" in columns and self.decode and self.size is None and self.channels is None:
+            px = decode_stored_column(t.column("image"))
+            out["_px"] = px
+        if "image" in columns:
+            # the PNG bytes are only needed where the fast path did not apply (and for pair partners)
+            need = px is None or self.pairs or any(p is None for p in px)
+            out["image"] = t.column("image").to_pylist() if need else None
+        return out
+
+    def _image(self, data: dict[str, list], i: int) -> torch.Tensor:
+        px = data.get("_px")
+        if px is not None and px[i] is not None:
+            return torch.from_numpy(px[i])
+        return _decode(data["image"][i], self.size, self.channels)
 
     def _columns(self) -> list[str]:
         have = set(self.index.columns)
@@ -343,11 +362,11 @@ class ShardDataset(IterableDataset):
         return cols
 
     def _item(self, data: dict[str, list], i: int, row: int, u: tuple[float, float] | None) -> dict[str, Any]:
-        img = data["image"][i]
+        img = data["image"][i] if data["image"] is not None else None
         label = data["label"][i] if "label" in data else None
         weight = data["sample_weight"][i] if "sample_weight" in data else None
         item = {
-            "image": _decode(img, self.size, self.channels) if self.decode else img,
+            "image": self._image(data, i) if self.decode else img,
             "sample_id": data["sample_id"][i],
             "label": -1 if label is None else label,
             "group_id": (data["group_id"][i] or "") if "group_id" in data else "",
@@ -384,27 +403,27 @@ class ShardDataset(IterableDataset):
         item[f"has_{kind}"] = bool(pid)
         item[f"{kind}_image"] = _decode(data, self.size, self.channels) if self.decode else data
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def _plan(self):
+        """This process's unit: (is main process, worker id, rows still to yield in order, items already skipped)."""
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         order = self._unit_order(worker, num_workers)
         skip = min(self._skip.get(worker, 0), len(order))
-        todo = order[skip:]
         if info is None:
             self._yielded = skip
-        # copies still to emit per row; a block is read when its first row is due, and each row keeps a
-        # reference to the block's columns until its last copy is emitted (memory ~ shuffle buffer + a block)
+        return info is None, worker, order, skip
+
+    def _rows(self, todo: np.ndarray) -> Iterator[tuple[dict[str, list], int, int]]:
+        """(block columns, index in block, canonical row) for each row of ``todo``, reading each block once.
+
+        A block is read when its first row is due; each row keeps a reference to the block's columns
+        until its last copy is emitted (memory ~ shuffle buffer + a block).
+        """
         pending = np.bincount(todo, minlength=self.num_rows).tolist() if len(todo) else []
         cache: dict[int, tuple[dict[str, list], int]] = {}
         cols = self._columns()
         block_start = self._block_start.tolist()
         block_of = (np.searchsorted(self._block_start, todo, side="right") - 1).tolist()
-        # partner picks are drawn for the whole epoch up front so a resumed epoch picks the same partners
-        picks = None
-        if self.pairs:
-            picks = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0x9A1E]).random((len(order), 2))
-            picks = picks[skip:].tolist()
-        count = info is None
         for j, row in enumerate(todo.tolist()):
             ent = cache.get(row)
             if ent is None:
@@ -419,8 +438,78 @@ class ShardDataset(IterableDataset):
             pending[row] = left
             if not left:
                 del cache[row]
-            item = self._item(ent[0], ent[1], row, picks[j] if picks is not None else None)
-            if count:
+            yield ent[0], ent[1], row
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        main, worker, order, skip = self._plan()
+        todo = order[skip:]
+        # partner picks are drawn for the whole epoch up front so a resumed epoch picks the same partners
+        picks = None
+        if self.pairs:
+            picks = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0x9A1E]).random((len(order), 2))
+            picks = picks[skip:].tolist()
+        for j, (data, i, row) in enumerate(self._rows(todo)):
+            item = self._item(data, i, row, picks[j] if picks is not None else None)
+            if main:
                 self._yielded += 1
             yield item
         self._skip.pop(worker, None)
+
+    def iter_batches(self, batch_size: int, drop_last: bool = False) -> Iterator[dict[str, Any]]:
+        """The items of :meth:`__iter__`, ``batch_size`` at a time, already collated.
+
+        Equal to collating consecutive items (what a DataLoader worker does), but built column-wise:
+        no per-item dicts, images decoded straight into one stacked tensor. Pair / triplet and
+        undecoded modes collate items.
+        """
+        from curate.load.loader import collate
+
+        if self.pairs or not self.decode:
+            buf: list[dict[str, Any]] = []
+            for item in self:
+                buf.append(item)
+                if len(buf) == batch_size:
+                    yield collate(buf)
+                    buf = []
+            if buf and not drop_last:
+                yield collate(buf)
+            return
+        main, worker, order, skip = self._plan()
+        todo = order[skip:]
+        rows = self._rows(todo)
+        n = len(todo)
+        for a in range(0, n, batch_size):
+            b = min(n, a + batch_size)
+            if drop_last and b - a < batch_size:
+                break
+            got = [next(rows) for _ in range(b - a)]
+            batch = self._collate_rows(got)
+            if main:
+                self._yielded += b - a
+            yield batch
+        self._skip.pop(worker, None)
+
+    def _collate_rows(self, got: list[tuple[dict[str, list], int, int]]) -> dict[str, Any]:
+        imgs = [self._image(d, i) for d, i, _ in got]
+        labels = [d["label"][i] if "label" in d else None for d, i, _ in got]
+        weights = [d["sample_weight"][i] if "sample_weight" in d else None for d, i, _ in got]
+        return {
+            "image": torch.stack(imgs),
+            "sample_id": [d["sample_id"][i] for d, i, _ in got],
+            "label": torch.tensor([-1 if v is None else v for v in labels], dtype=torch.int64),
+            "group_id": [(d["group_id"][i] or "") if "group_id" in d else "" for d, i, _ in got],
+            "sample_weight": torch.tensor([1.0 if v is None else v for v in weights], dtype=torch.float64),
+            "is_synthetic": torch.tensor([bool(d["is_synthetic"][i]) if "is_synthetic" in d else False
+                                          for d, i, _ in got], dtype=torch.bool),
+            "index": torch.tensor([r for _, _, r in got], dtype=torch.int64),
+        }
+
+
+class BatchStream(IterableDataset):
+    """:meth:`ShardDataset.iter_batches` as an IterableDataset (for ``DataLoader(batch_size=None)``)."""
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, drop_last: bool = False):
+        self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.dataset.iter_batches(self.batch_size, self.drop_last)

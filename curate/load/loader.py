@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
 from curate.errors import CurateError
-from curate.load.dataset import ShardDataset
+from curate.load.dataset import BatchStream, ShardDataset
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -40,6 +40,11 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[k] = vals
     return out
+
+
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    """Batches arrive collated; skip DataLoader's default_convert (it walks every id string)."""
+    return batch
 
 
 def to_device(batch: Any, device: torch.device | str, non_blocking: bool = True) -> Any:
@@ -103,8 +108,11 @@ class ShardLoader:
             kw["persistent_workers"] = self.persistent_workers
             if self.prefetch_factor is not None:
                 kw["prefetch_factor"] = self.prefetch_factor
-        return DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate,
-                          drop_last=self.drop_last, pin_memory=self.device.type == "cuda", **kw)
+        # the workers yield whole batches (collated column-wise, see ShardDataset.iter_batches); per worker
+        # they are the same consecutive batch_size chunks a batching DataLoader would make, so the
+        # round-robin bookkeeping of consumed_per_worker holds unchanged
+        return DataLoader(BatchStream(self.dataset, self.batch_size, self.drop_last), batch_size=None,
+                          collate_fn=_as_is, num_workers=self.num_workers, pin_memory=self.device.type == "cuda", **kw)
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)

@@ -7,7 +7,7 @@ permutation (deterministic: same run, same shards, same checksums), cut into
 shards bounded by ``max_rows`` and ``max_bytes``, written with zstd and row
 groups of about ``row_group_bytes`` so the loader streams a row group at a time.
 
-Columns: image (PNG), sample_id, label, group_id, is_synthetic, sample_weight,
+Columns: image (PNG; by default a stored PNG, see curate.ops.png), sample_id, label, group_id, is_synthetic, sample_weight,
 positive_ids, negative_ids (from the ``pairs`` table of mine.positives /
 mine.negatives, when they ran), height, width, channels.
 
@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,7 @@ from curate import io
 from curate.config import StageParams
 from curate.errors import CurateError
 from curate.load.index import FORMAT, INDEX_NAME
+from curate.ops.png import to_stored
 from curate.stage import GlobalStage, StageContext
 
 SHARD_SCHEMA = pa.schema([
@@ -91,11 +92,11 @@ def _plan_cuts(sizes: np.ndarray, max_rows: int, max_bytes: int) -> list[tuple[i
 
 
 def write_shard(table: pa.Table, path: str, row_group_rows: int, compression: str = "zstd",
-                compression_level: int | None = None, image_compression_level: int | None = -3) -> dict[str, Any]:
+                compression_level: int | None = None, image_compression_level: int | None = 1) -> dict[str, Any]:
     """Write one shard atomically; return rows, bytes, sha256 and row-group sizes (hash of the in-memory bytes).
 
-    The PNG columns are already deflate-compressed: zstd level -3 keeps them within 1% of level 1's size
-    (Fashion-MNIST) at ~30% less encoding time.
+    ``image_compression_level`` sets zstd's level for the image columns alone (stored PNGs compress at
+    level 1 to 410 bytes per Fashion-MNIST image vs 528 at -3; deflated PNGs barely change with it).
     """
     sink = pa.BufferOutputStream()
     no_dict = {"image", "sample_id", "positive_ids", "negative_ids", "positive_images", "negative_images"}
@@ -136,12 +137,14 @@ def _write_task(item: tuple) -> dict[str, Any]:
 
 def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replication: float = 1.0,
                       partners: pa.Table | None = None, inline_positives: bool = False,
-                      inline_negatives: int = 0) -> pa.Table:
+                      inline_negatives: int = 0, image_format: str = "stored") -> pa.Table:
     """The shard columns for ``samples`` (any order), joining mined positive / negative ids by anchor.
 
     ``partners`` (sample_id, image) supplies images of positives that are not rows of ``samples``
     (always inlined); ``inline_positives`` inlines every positive's PNG, ``inline_negatives`` the PNGs of
-    the first (hardest) k negatives.
+    the first (hardest) k negatives. ``image_format="stored"`` re-encodes the anchor images as stored
+    PNGs (:mod:`curate.ops.png`: Parquet's zstd compresses them, the loader decodes a row group in
+    one gather); ``"source"`` keeps the ingested PNG bytes.
     """
     n = samples.num_rows
     ids = samples.column("sample_id")
@@ -161,8 +164,13 @@ def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replicatio
     def col(name: str, typ: pa.DataType) -> pa.Array:
         return samples.column(name).cast(typ) if name in samples.column_names else pa.nulls(n, typ)
 
+    image = samples.column("image").cast(pa.binary())
+    if image_format == "stored":
+        image = to_stored(image)
+    elif image_format != "source":
+        raise CurateError(f"shard: image_format must be 'stored' or 'source', got '{image_format}'")
     return pa.table({
-        "image": samples.column("image").cast(pa.binary()),
+        "image": image,
         "sample_id": ids.cast(pa.string()),
         "label": col("label", pa.int64()),
         "group_id": col("group_id", pa.string()),
@@ -222,7 +230,7 @@ def _ids_by_anchor(pairs: pa.Table, column: str, ids: pa.ChunkedArray) -> pa.Arr
 
 def write_shards(table: pa.Table, out_dir: str, *, seed: int = 0, shuffle: bool = True, max_rows: int = 65536,
                  max_bytes: int = 256 << 20, row_group_bytes: int = 4 << 20, row_group_max_rows: int = 4096,
-                 compression: str = "zstd", compression_level: int | None = 1, image_compression_level: int | None = -3,
+                 compression: str = "zstd", compression_level: int | None = 1, image_compression_level: int | None = 1,
                  metadata: dict[str, Any] | None = None, mapper=None) -> tuple[dict[str, Any], pa.Table]:
     """Shuffle, cut and write ``table`` (SHARD_SCHEMA) under ``out_dir``; write index.json last.
 
@@ -300,8 +308,10 @@ class Shard(GlobalStage):
         row_group_max_rows: int = Field(4096, ge=1, description="rows per row group at most")
         compression: str = Field("zstd", description="Parquet codec (zstd, snappy, lz4, none)")
         compression_level: int | None = Field(1, description="codec level of the metadata columns (zstd 1: fast)")
-        image_compression_level: int | None = Field(-3, description="zstd level of the PNG columns (already "
-                                                                    "deflate-compressed: -3 is ~as small, faster)")
+        image_format: Literal["stored", "source"] = Field(
+            "stored", description="anchor images as stored PNGs (uncompressed inside, zstd-compressed by Parquet; "
+                                  "decoded a row group at a time by the loader) or the ingested PNG bytes")
+        image_compression_level: int | None = Field(1, description="zstd level of the image columns")
         inline_positives: bool = Field(False, description="store every positive's PNG with its anchor (removed "
                                                           "near-duplicates are always stored)")
         inline_negatives: int = Field(0, ge=0, description="store the PNGs of the k hardest negatives with their "
@@ -378,7 +388,7 @@ class Shard(GlobalStage):
         rep = float(adainf["real_replication"]) if adainf else 1.0
         partners = self._partner_images(ctx, samples, pairs)
         table = build_shard_table(samples, pairs, rep, partners, self.params.inline_positives,
-                                  self.params.inline_negatives)
+                                  self.params.inline_negatives, self.params.image_format)
         dup = pc.count_distinct(table.column("sample_id")).as_py()
         if dup != table.num_rows:
             raise CurateError(f"shard: {table.num_rows - dup} duplicate sample_ids across partitions; "

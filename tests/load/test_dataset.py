@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from curate.imaging import decode_png
 from curate.load import ShardDataset, ShardIntegrityError, ShardLoader
@@ -256,3 +257,42 @@ def test_shards_are_verified_once_in_the_main_process(shards, monkeypatch):
     list(loader)
     list(loader)
     assert len(calls) == len(set(calls)) >= 1  # never hashed twice, not even by the worker processes
+
+
+def test_iter_batches_equal_collated_items(tmp_path):
+    """The column-wise batches the loader's workers make equal collating the items one by one."""
+    from curate.load.loader import collate
+
+    make_shards(tmp_path / "s", n=45, synthetic_every=4, real_replication=2.5)
+    ds = ShardDataset(tmp_path / "s", shuffle_buffer=8, seed=3)
+    items = list(ds)
+    for drop_last in (False, True):
+        batches = list(ds.iter_batches(8, drop_last=drop_last))
+        want = [collate(items[a:a + 8]) for a in range(0, len(items), 8)
+                if not drop_last or a + 8 <= len(items)]
+        assert len(batches) == len(want)
+        for b, w in zip(batches, want):
+            assert b.keys() == w.keys()
+            for k in b:
+                if isinstance(w[k], torch.Tensor):
+                    assert b[k].dtype == w[k].dtype and torch.equal(b[k], w[k]), k
+                else:
+                    assert b[k] == w[k], k
+
+
+def test_shards_of_other_png_encoders_load_the_same(tmp_path):
+    """Shards keeping the ingested (deflated) PNGs take the PNG-decoder path and give the same pixels."""
+    from curate.samples import samples_from_arrays
+    from curate.stages.shard import build_shard_table, write_shards
+
+    rng = np.random.default_rng(0)
+    arrs = [rng.integers(0, 255, (5 + i % 3, 6), dtype=np.uint8) for i in range(20)]  # mixed shapes
+    samples = samples_from_arrays(arrs)
+    out = {}
+    for fmt in ("stored", "source"):
+        write_shards(build_shard_table(samples, None, image_format=fmt), str(tmp_path / fmt), max_rows=7,
+                     row_group_max_rows=4)
+        out[fmt] = {it["sample_id"]: it["image"] for it in ShardDataset(tmp_path / fmt, shuffle=False)}
+    assert out["stored"].keys() == out["source"].keys()
+    for sid, img in out["stored"].items():
+        assert torch.equal(img, out["source"][sid])
