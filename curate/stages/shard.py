@@ -79,8 +79,14 @@ class AdaInfSettings(BaseModel):
 
 
 def _plan_cuts(sizes: np.ndarray, max_rows: int, max_bytes: int) -> list[tuple[int, int]]:
-    """Greedy [start, end) shard cuts over rows of ``sizes`` bytes: <= max_rows and <= max_bytes (>= 1 row)."""
+    """Greedy [start, end) shard cuts over rows of ``sizes`` bytes: <= max_rows and <= max_bytes (>= 1 row).
+
+    The row limit is first evened out over the shards it implies (20,000 rows at max_rows 16,384 give
+    2 x 10,000, not 16,384 + 3,616): equal shards write in parallel and split evenly across ranks.
+    """
     n = len(sizes)
+    if n:
+        max_rows = -(-n // -(-n // max_rows))
     cum = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
     cuts, start = [], 0
     while start < n:
