@@ -2,7 +2,7 @@
 
 Images: Fashion-MNIST test images (``--n`` originals); for the first ``--copies`` of them, one copy
 per transform: PNG re-encode (pixel-identical), JPEG quality 95, resize down (0.75x, bilinear),
-resize up (2x, bicubic), 1-pixel border crop, brightness +20. Plus the pydicom test CT slice in
+resize up (2x, bicubic), 1- and 2-pixel border crops, a 1-pixel top-left crop (a shift), brightness +20. Plus the pydicom test CT slice in
 several encodings (JPEG 95 / 75, resized, brighter) as one more group.
 
 Each method decides exactly as the stage does (``curate.stages.dedup.phash.find_near_duplicates``:
@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from curate import imaging  # noqa: E402
 from curate.ops import hamming, minhash, phash, unionfind  # noqa: E402
-from curate.stages.dedup.phash import find_near_duplicates  # noqa: E402
+from curate.stages.dedup.phash import crop_view_hashes, crop_view_pairs, find_near_duplicates  # noqa: E402
 
 FMNIST = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 
@@ -69,6 +69,8 @@ TRANSFORMS = {
     "resize_down": lambda x: resize(x, 0.75, Image.Resampling.BILINEAR),
     "resize_up": lambda x: resize(x, 2.0, Image.Resampling.BICUBIC),
     "crop1px": lambda x: np.ascontiguousarray(x[1:-1, 1:-1]),
+    "crop2px": lambda x: np.ascontiguousarray(x[2:-2, 2:-2]),
+    "crop1px_corner": lambda x: np.ascontiguousarray(x[1:, 1:]),  # top and left only: a shift
     "bright20": lambda x: np.clip(x.astype(np.int16) + 20, 0, 255).astype(np.uint8),
 }
 
@@ -205,8 +207,18 @@ def main() -> None:
                                          max_diff=a.max_diff if verify else None)
                 m = evaluate_removed(~r["keep"], r["rep"], group, kind)
                 tag = f" + thumbnail diff <= {a.max_diff:g}" if verify else " (hash only)"
-                dflt = " **default**" if t == default and verify and name == "phash" else ""
+                dflt = " (default before crop views)" if t == default and verify and name == "phash" else ""
                 print(row(f"{name} t={t}{tag}{dflt}", m, kinds))
+    # crop views (dedup.phash crop_views, default [0.04, 0.08]): each image also hashed with a border trimmed
+    for shares in ([0.04], [0.04, 0.08]):
+        vph, _, vth, vok = crop_view_hashes(images, shares)
+        label = str(shares)
+        for t in (4, 6, 8):
+            extra = crop_view_pairs(ph, vph, vok, t, None, th, vth, a.max_diff)
+            r = find_near_duplicates(ph, t, rank, thumbs=th, max_diff=a.max_diff, extra=extra)
+            m = evaluate_removed(~r["keep"], r["rep"], group, kind)
+            dflt = " **default**" if t == 6 and len(shares) == 2 else ""
+            print(row(f"phash t={t} + thumbnail diff <= {a.max_diff:g} + crop views {label}{dflt}", m, kinds))
     import imagehash
 
     t1 = time.perf_counter()

@@ -102,3 +102,17 @@ def test_find_near_duplicates_greedy_and_thumbnail_check():
     assert r["cluster"][:4].tolist() == [0, 0, 0, 0] and r["cluster"][4] == 4
     r = find_near_duplicates(h, 6, np.arange(5))  # hash alone: row 4 is a copy of row 0
     assert r["keep"].tolist() == [True, False, True, False, False]
+
+
+def test_border_crop_of_a_small_image_found_through_crop_views(tmp_path):
+    """pHash moves 16 bits under a 1-px border trim of a 28-px image; the crop view catches it."""
+    originals = [smooth_field(s, 28) for s in range(6)]
+    crop = np.ascontiguousarray(originals[0][1:-1, 1:-1])
+    rows = rows_for(originals + [crop])
+    dec, _ = run(tmp_path / "views", {"p0": rows})
+    d = dec[rows[-1]["sample_id"]]
+    assert not d["keep"] and d["representative_id"] == rows[0]["sample_id"]
+    assert "(crop view)" in d["reason"] and 64 - round(d["score"] * 64) <= 6
+    assert all(dec[r["sample_id"]]["keep"] for r in rows[:-1])
+    dec, _ = run(tmp_path / "no_views", {"p0": rows}, crop_views=[])
+    assert dec[rows[-1]["sample_id"]]["keep"]  # the hash alone misses it
