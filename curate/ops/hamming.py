@@ -34,7 +34,7 @@ from curate.ops.unionfind import components as _components
 BITS = 64
 MAX_BAND_BITS = 24  # dense bucket table of 2^24 int32 = 64 MiB
 BRUTE_BLOCK_ELEMS = 1 << 23  # block x n distance matrix elements per step
-BATCH_CANDIDATES = 1 << 21  # candidate pairs verified per numpy step
+BATCH_CANDIDATES = 1 << 21  # candidate pairs (expanded) verified per numpy step: bounds memory
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def _index(values: np.ndarray, band: Band, token: str) -> _BandIndex:
     key = (token, band)
     idx = _CACHE.get(key)
     if idx is None:
-        if len(_CACHE) >= 3:
+        if len(_CACHE) >= 1:  # one dense index (up to ~280 MiB at 24-bit bands) per process
             _CACHE.clear()
         idx = _CACHE[key] = _BandIndex(values, band)
     return idx
@@ -268,8 +268,9 @@ def band_task(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if hs.size != hit.size:  # several items in a bucket: expand them
             many = ~single
             hm, ktm = hit[many], kt[many]
-            pend.append((s1[hm], c1[hm], idx.start[ktm], idx.count[ktm]))
-            pending += hm.size
+            part = (s1[hm], c1[hm], idx.start[ktm], idx.count[ktm])
+            pend.append(part)
+            pending += int((part[1].astype(np.int64) * part[3]).sum())  # candidates once expanded
             if pending >= BATCH_CANDIDATES:
                 flush()
     flush()
