@@ -43,7 +43,7 @@ YAML::
       verify: null         # thumbnail check; null = on in global, off in per_group scope
       max_diff: 8.0        # max mean |thumbnail difference| (0..255) when verifying
       splits: 4            # Dask tasks per hash band in the all-pairs search
-      crop_views: [0.04, 0.08]  # also hash each image with 4 % / 8 % trimmed from every side
+      crop_views: null     # border shares also hashed; null = [0.04, 0.08] in global scope, [] per_group
 
 Crop views: pHash is not crop invariant (a 1-px border trim of a 28-px image is a 7 % zoom and
 moves the hash by ~15 bits), so every image is also hashed with ``crop_views`` shares trimmed
@@ -83,13 +83,20 @@ class PHashParams(StageParams):
     max_diff: float = Field(8.0, ge=0.0, le=255.0, description="max mean absolute difference of the "
                             "brightness-normalised 16x16 thumbnails (0..255) when verifying")
     splits: int = Field(4, ge=1, le=256, description="Dask tasks per hash band for the all-pairs search")
-    crop_views: list[float] = Field([0.04, 0.08], description="border shares: every image is also hashed with "
-                                    "each share trimmed from every side, so a copy trimmed by about that much "
-                                    "matches (perceptual hashes are not crop invariant); [] turns it off")
+    crop_views: list[float] | None = Field(None, description="border shares: every image is also hashed with "
+                                           "each share trimmed from every side, so a copy trimmed by about that "
+                                           "much matches (perceptual hashes are not crop invariant); null = "
+                                           "[0.04, 0.08] in global scope (copies), [] in per_group scope (slices)")
 
     @property
     def verifying(self) -> bool:
         return self.scope == "global" if self.verify is None else self.verify
+
+    @property
+    def views(self) -> list[float]:
+        if self.crop_views is not None:
+            return list(self.crop_views)
+        return [0.04, 0.08] if self.scope == "global" else []
 
     @property
     def t(self) -> int:
@@ -121,7 +128,7 @@ class PHashDedup(GlobalStage):
         dh = np.zeros(n, np.uint64)
         th = np.zeros((n, 256), np.uint8)
         ok = np.zeros(n, bool)
-        nv = len(self.params.crop_views)
+        nv = len(self.params.views)
         vph = np.zeros((n, nv), np.uint64)
         vdh = np.zeros((n, nv), np.uint64)
         vth = np.zeros((n, nv, 256), np.uint8)
@@ -142,7 +149,7 @@ class PHashDedup(GlobalStage):
                 ph[rows], dh[rows], thumbs = phash.hash_arrays(arrays, thumbnails=True)
                 th[rows] = thumbs.reshape(len(rows), 256)
                 ok[rows] = True
-                a, b, c, d = crop_view_hashes(arrays, self.params.crop_views)
+                a, b, c, d = crop_view_hashes(arrays, self.params.views)
                 vph[rows], vdh[rows], vth[rows], vok[rows] = a, b, c, d
         ctx.count("hashed", int(ok.sum()))
         ctx.count("crop_views", int(vok.sum()))
@@ -151,7 +158,7 @@ class PHashDedup(GlobalStage):
             flat = pa.array(values.reshape(-1), typ, mask=~vok.reshape(-1))
             return pa.ListArray.from_arrays(pa.array(np.arange(n + 1) * nv, pa.int32()), flat, mask=pa.array(~ok))
 
-        nv = len(self.params.crop_views)
+        nv = len(self.params.views)
         return pa.table({
             "sample_id": table.column("sample_id"),
             "phash": pa.array(ph, pa.uint64(), mask=~ok),
@@ -230,7 +237,7 @@ class PHashDedup(GlobalStage):
 
     def _view_arrays(self, table: pa.Table, which: str, rows: np.ndarray):
         """(hashes (m, V), thumbnails (m, V, 256), valid (m, V)) of the crop views of ``rows``; None if none."""
-        nv = len(self.params.crop_views)
+        nv = len(self.params.views)
         if nv == 0 or rows.size == 0:
             return None
         col = table.column(f"view_{which}").combine_chunks().take(pa.array(rows))
