@@ -302,6 +302,7 @@ class Shard(GlobalStage):
     """Write training shards + index.json from the kept samples (and mined pairs)."""
 
     key: ClassVar[str] = "shard"
+    version: ClassVar[str] = "2"  # 2: stored PNGs with the Up filter
     inputs: ClassVar[tuple[str, ...]] = ("samples", "pairs", "adainf")
     outputs: ClassVar[tuple[str, ...]] = ("placements",)
 
