@@ -220,7 +220,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phash-n", type=int, default=10000, help="images hashed by curate")
     ap.add_argument("--imagehash-n", type=int, default=2000, help="images hashed by imagehash (baseline)")
-    ap.add_argument("--image-size", type=int, nargs="+", default=[28, 128], help="image sizes to test")
+    ap.add_argument("--image-size", type=int, nargs="+", default=[28, 128, 512],
+                    help="image sizes to test (512: a CT slice's size)")
     ap.add_argument("--hamming-n", type=int, default=200_000)
     ap.add_argument("--faiss-n", type=int, default=30_000)
     ap.add_argument("--threshold", type=int, default=10)
@@ -234,7 +235,7 @@ def main() -> None:
     print(f"# dedup_speed  (cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f})")
     if "phash" in only:
         for size in a.image_size:
-            n = a.phash_n if size <= 64 else max(500, a.phash_n // 10)
+            n = a.phash_n if size <= 64 else max(500, a.phash_n // 10) if size <= 256 else 200
             bench_phash(n, size, min(a.imagehash_n, n))
     if "hamming" in only:
         bench_hamming(a.hamming_n, a.faiss_n, a.threshold, a.workers, a.splits)

@@ -116,21 +116,23 @@ _JIT = dict(nogil=True, cache=True, boundscheck=False, fastmath={"contract"}, er
 
 @nb.njit(**_JIT)
 def _buffers(h, w, out_h, out_w, lanes):
-    """Two ping-pong buffers, zeroed, with slack for padded taps reading past the last row."""
+    """Three work buffers, zeroed, with slack for padded taps reading past the last row."""
     size = (max(h, out_h, w, out_w) + 2 * GROUP) * (max(w, out_w, h, out_h) + 2 * GROUP) * lanes
-    return np.zeros(size, np.float64), np.zeros(size, np.float64)
+    return np.zeros(size, np.float64), np.zeros(size, np.float64), np.zeros(size, np.float64)
 
 
 @nb.njit(**_JIT)
 def _load(gray, s0, nl, lanes, transposed, dst):
     """Images s0..s0+nl of (N, H, W) uint8 -> dst (H, W, lanes), or (W, H, lanes) if transposed."""
     _, h, w = gray.shape
-    if transposed:
-        for c in range(w):
-            for r in range(h):
-                o = U((c * h + r) * lanes)
-                for j in range(nl):
-                    dst[o + U(j)] = gray[s0 + j, r, c]
+    if transposed:  # in 16x16 tiles, so the column reads and the row writes stay in cache
+        for r0 in range(0, h, 16):
+            for c0 in range(0, w, 16):
+                for c in range(c0, min(c0 + 16, w)):
+                    for r in range(r0, min(r0 + 16, h)):
+                        o = U((c * h + r) * lanes)
+                        for j in range(nl):
+                            dst[o + U(j)] = gray[s0 + j, r, c]
     else:
         for r in range(h):
             for c in range(w):
@@ -216,21 +218,59 @@ def _pass(src, width, start, w, pillow, dst):
 
 
 @nb.njit(**_JIT)
-def _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b):
-    """Resize images s0..s0+nl into one of the buffers, laid out (out_h, out_w, lanes); returns it."""
+def _load_strip(gray, s0, nl, lanes, r0, r1, dst):
+    """Rows r0..r1 of images s0..s0+nl, transposed: dst (W, r1 - r0, lanes) float64; unused lanes 0.
+
+    Column by column: the strip's source lines stay in L1 while the writes run contiguously.
+    """
+    _, h, w = gray.shape
+    rows = r1 - r0
+    for c in range(w):
+        for r in range(rows):
+            o = U((c * rows + r) * lanes)
+            for j in range(nl):
+                dst[o + U(j)] = gray[s0 + j, r0 + r, c]
+            for j in range(nl, lanes):
+                dst[o + U(j)] = 0.0
+
+
+@nb.njit(**_JIT)
+def _swap_into(src, a, b, lanes, dst, row0):
+    """src (a, b, lanes) -> rows row0..row0+b of dst (rows, a, lanes)."""
+    for i in range(a):
+        for k in range(b):
+            s = U((i * b + k) * lanes)
+            d = U(((row0 + k) * a + i) * lanes)
+            for j in range(lanes):
+                dst[d + U(j)] = src[s + U(j)]
+
+
+STRIP = 1 << 16  # values per transposed strip (512 KiB of float64: stays in L2)
+
+
+@nb.njit(**_JIT)
+def _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b, c):
+    """Resize images s0..s0+nl into one of the buffers, laid out (out_h, out_w, lanes); returns it.
+
+    The horizontal pass runs over strips of rows (loaded transposed, filtered, put back in place),
+    so large images keep their working set in cache.
+    """
     _, h, w = gray.shape
     out_h = vstart.shape[0]
     out_w = hstart.shape[0]
     need_h = out_w != w
     need_v = out_h != h
     if need_h and (hfirst or not need_v):
-        _load(gray, s0, nl, lanes, True, a)  # (w, h)
-        _pass(a, h * lanes, hstart, hw, True, b)  # (out_w, h)
-        _swap(b, out_w, h, lanes, a)  # (h, out_w)
+        rows = max(1, min(h, STRIP // max(1, w * lanes)))
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            _load_strip(gray, s0, nl, lanes, r0, r1, a)  # (w, strip)
+            _pass(a, (r1 - r0) * lanes, hstart, hw, True, b)  # (out_w, strip)
+            _swap_into(b, out_w, r1 - r0, lanes, c, r0)  # rows r0..r1 of (h, out_w)
         if need_v:
-            _pass(a, out_w * lanes, vstart, vw, True, b)  # (out_h, out_w)
-            return b
-        return a
+            _pass(c, out_w * lanes, vstart, vw, True, a)  # (out_h, out_w)
+            return a
+        return c
     _load(gray, s0, nl, lanes, False, a)  # (h, w)
     if need_v:
         _pass(a, w * lanes, vstart, vw, True, b)  # (out_h, w)
@@ -248,10 +288,10 @@ def resize_kernel(gray, hfirst, hstart, hw, vstart, vw, lanes, out):
     n, h, w = gray.shape
     out_h = vstart.shape[0]
     out_w = hstart.shape[0]
-    a, b = _buffers(h, w, out_h, out_w, lanes)
+    a, b, c = _buffers(h, w, out_h, out_w, lanes)
     for s0 in range(0, n, lanes):
         nl = min(lanes, n - s0)
-        r = _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b)
+        r = _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b, c)
         for j in range(nl):
             for y in range(out_h):
                 for x in range(out_w):
@@ -316,7 +356,7 @@ def phash_kernel(gray, hfirst, hstart, hw, vstart, vw, dct, network, lanes, hash
     the 32x32 image, rounded half to even) -> thumbs (N, 16, 16) uint8.
     """
     n = gray.shape[0]
-    a, b = _buffers(gray.shape[1], gray.shape[2], 32, 32, lanes)
+    a, b, c = _buffers(gray.shape[1], gray.shape[2], 32, 32, lanes)
     width = 32 * lanes
     zero8 = np.zeros(8, np.int64)
     rows = np.zeros((8 + GROUP) * width, np.float64)
@@ -327,7 +367,7 @@ def phash_kernel(gray, hfirst, hstart, hw, vstart, vw, dct, network, lanes, hash
     big = np.zeros(lanes, np.float64)
     for s0 in range(0, n, lanes):
         nl = min(lanes, n - s0)
-        px = _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b)
+        px = _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b, c)
         _pass(px, width, zero8, dct, False, rows)  # D8 @ P: (8 k, 32 cols, lanes)
         _swap(rows, 8, 32, lanes, cols)  # (32 cols, 8 k, lanes)
         _pass(cols, 8 * lanes, zero8, dct, False, low)
