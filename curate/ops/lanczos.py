@@ -12,7 +12,9 @@ Speed comes from two things a dense matrix product lacks:
   downscaling), not the whole row;
 * **image lanes**: a block of images (lanes) is laid out (rows, cols, lanes) so every inner loop
   runs over contiguous lanes and compiles to SIMD; rounding, clipping and the pHash DCT are fused
-  into the same pass instead of separate array sweeps.
+  into the same pass instead of separate array sweeps;
+* **cache-sized strips**: the horizontal pass takes a few rows at a time (<= 512 KiB), so a
+  block of 512x512 CT slices does not stream 17 MB buffers through memory.
 
 Indices are ``uintp`` so numba emits no negative-index wraparound checks (those block
 vectorisation).
@@ -109,8 +111,8 @@ def dct_taps() -> np.ndarray:
 # ----------------------------------------------------------------------------- numba kernels
 # Layout: a block of ``lanes`` images as a flat float64 buffer (rows, cols, lanes). A resampling
 # pass always runs along the *first* axis, so its inner loops sweep whole rows of cols * lanes
-# contiguous values; the horizontal pass gets there by loading the block transposed, and
-# ``_swap`` turns (a, b, lanes) into (b, a, lanes) by copying contiguous lane vectors.
+# contiguous values; the horizontal pass gets there by loading strips of rows transposed, and
+# ``_swap`` / ``_swap_into`` turn (a, b, lanes) into (b, a, lanes) by copying lane vectors.
 _JIT = dict(nogil=True, cache=True, boundscheck=False, fastmath={"contract"}, error_model="numpy")
 
 
@@ -122,27 +124,16 @@ def _buffers(h, w, out_h, out_w, lanes):
 
 
 @nb.njit(**_JIT)
-def _load(gray, s0, nl, lanes, transposed, dst):
-    """Images s0..s0+nl of (N, H, W) uint8 -> dst (H, W, lanes), or (W, H, lanes) if transposed."""
+def _load(gray, s0, nl, lanes, dst):
+    """Images s0..s0+nl of (N, H, W) uint8 -> dst (H, W, lanes) float64; unused lanes 0."""
     _, h, w = gray.shape
-    if transposed:  # in 16x16 tiles, so the column reads and the row writes stay in cache
-        for r0 in range(0, h, 16):
-            for c0 in range(0, w, 16):
-                for c in range(c0, min(c0 + 16, w)):
-                    for r in range(r0, min(r0 + 16, h)):
-                        o = U((c * h + r) * lanes)
-                        for j in range(nl):
-                            dst[o + U(j)] = gray[s0 + j, r, c]
-    else:
-        for r in range(h):
-            for c in range(w):
-                o = U((r * w + c) * lanes)
-                for j in range(nl):
-                    dst[o + U(j)] = gray[s0 + j, r, c]
-    if nl < lanes:  # a partial last block: zero the unused lanes (finite values only)
-        for i in range(h * w):
+    for r in range(h):
+        for c in range(w):
+            o = U((r * w + c) * lanes)
+            for j in range(nl):
+                dst[o + U(j)] = gray[s0 + j, r, c]
             for j in range(nl, lanes):
-                dst[U(i * lanes + j)] = 0.0
+                dst[o + U(j)] = 0.0
 
 
 @nb.njit(**_JIT)
@@ -271,7 +262,7 @@ def _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b, c):
             _pass(c, out_w * lanes, vstart, vw, True, a)  # (out_h, out_w)
             return a
         return c
-    _load(gray, s0, nl, lanes, False, a)  # (h, w)
+    _load(gray, s0, nl, lanes, a)  # (h, w)
     if need_v:
         _pass(a, w * lanes, vstart, vw, True, b)  # (out_h, w)
         if not need_h:
