@@ -148,7 +148,7 @@ def decode_stored(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray | No
         else:
             px = files[:, pixels].reshape(-1, h, w * c)
         px = np.cumsum(px, axis=1, dtype=np.uint8)  # undo Up: each row plus the rows above, mod 256
-        px = px.reshape(-1, h, w, c).transpose(0, 3, 1, 2)
+        px = np.ascontiguousarray(px.reshape(-1, h, w, c).transpose(0, 3, 1, 2))  # (N, C, H, W)
         for k, r in enumerate(rows.tolist()):
             out[r] = px[k]
     return out

@@ -22,6 +22,7 @@ def test_stored_pngs_open_in_pil_and_decode_in_batch(shape):
             np.testing.assert_array_equal(np.asarray(im), a)
     got = png.decode_stored_column(pa.array(files, pa.binary()))
     for a, g in zip(imgs, got):
+        assert g.flags.c_contiguous  # (C, H, W), ready for torch.from_numpy
         np.testing.assert_array_equal(g, a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
 
 
