@@ -116,3 +116,14 @@ def test_border_crop_of_a_small_image_found_through_crop_views(tmp_path):
     assert all(dec[r["sample_id"]]["keep"] for r in rows[:-1])
     dec, _ = run(tmp_path / "no_views", {"p0": rows}, crop_views=[])
     assert dec[rows[-1]["sample_id"]]["keep"]  # the hash alone misses it
+
+
+def test_many_identical_images_with_crop_views_stay_cheap(tmp_path):
+    """500 blank frames share one hash and one view hash: the cross pairs are capped per value,
+    and every frame but the first is still removed (by the main search)."""
+    blank = [np.zeros((20, 20), np.uint8) for _ in range(500)]
+    rows = rows_for(blank + [smooth_field(1, 20), np.zeros((6, 6), np.uint8)])  # + one too small for views
+    dec, _ = run(tmp_path, {"p0": rows})
+    kept = [r["sample_id"] for r in rows if dec[r["sample_id"]]["keep"]]
+    assert kept == [rows[0]["sample_id"], rows[500]["sample_id"]]  # the 6x6 blank is a copy too
+    assert all(dec[r["sample_id"]]["representative_id"] == rows[0]["sample_id"] for r in rows[1:500])
