@@ -123,28 +123,41 @@ class _RowStore:
         order = np.argsort(ids_a, kind="stable")
         self._ids, self._rows = ids_a[order], rows_a[order]
 
-    def row_of(self, sample_id: str) -> int | None:
+    def rows_of(self, sample_ids: list[str]) -> np.ndarray:
+        """Canonical row of each id (-1 when it is not in the shards), in one vectorised lookup."""
         if self._ids is None:
             self._build()
-        key = np.array([sample_id], dtype=self._ids.dtype) if len(self._ids) else None
-        if key is None:
-            return None
-        i = int(np.searchsorted(self._ids, key[0]))
-        if i < len(self._ids) and self._ids[i] == key[0] and len(sample_id.encode()) <= self._ids.dtype.itemsize:
-            return int(self._rows[i])
-        return None
+        out = np.full(len(sample_ids), -1, np.int64)
+        if not sample_ids or not len(self._ids):
+            return out
+        keys = np.array(sample_ids, dtype="S")
+        fits = np.char.str_len(keys) <= self._ids.dtype.itemsize
+        keys = keys.astype(self._ids.dtype)
+        pos = np.minimum(np.searchsorted(self._ids, keys), len(self._ids) - 1)
+        hit = fits & (self._ids[pos] == keys)
+        out[hit] = self._rows[pos[hit]]
+        return out
 
-    def image(self, row: int) -> bytes:
+    def row_of(self, sample_id: str) -> int | None:
+        row = int(self.rows_of([sample_id])[0])
+        return row if row >= 0 else None
+
+    def image(self, row: int) -> torch.Tensor | bytes:
+        """The image of canonical row ``row``: decoded when the block holds a stored PNG for it, else bytes."""
         b = int(np.searchsorted(self.ds._block_start, row, side="right") - 1)
         grp = self.cache.get(b)
         if grp is None:
-            grp = self.ds._read_block(b, ["image"], pixels=False)
+            grp = self.ds._read_block(b, ["image"])
             self.cache[b] = grp
             if len(self.cache) > self.max_groups:
                 self.cache.popitem(last=False)
         else:
             self.cache.move_to_end(b)
-        return grp["image"][row - self.ds._block_start[b]]
+        i = row - int(self.ds._block_start[b])
+        px = grp.get("_px")
+        if px is not None and px[i] is not None:
+            return torch.from_numpy(px[i])
+        return grp["image"][i]
 
 
 class ShardDataset(IterableDataset):
@@ -343,10 +356,20 @@ class ShardDataset(IterableDataset):
             px = decode_stored_column(t.column("image"))
             out["_px"] = px
         if "image" in columns:
-            # the PNG bytes are only needed where the fast path did not apply (and for pair partners)
-            need = px is None or self.pairs or any(p is None for p in px)
+            # the PNG bytes are only needed where the fast path did not apply
+            need = px is None or any(p is None for p in px)
             out["image"] = t.column("image").to_pylist() if need else None
+        for kind in ("positive", "negative"):  # partner rows of the whole block in one lookup
+            if f"{kind}_ids" in out:
+                out[f"_{kind}_rows"] = self._partner_rows(out[f"{kind}_ids"])
         return out
+
+    def _partner_rows(self, lists: list[list[str] | None]) -> list[np.ndarray]:
+        if self._store is None:
+            self._store = _RowStore(self)
+        lens = [len(x) if x else 0 for x in lists]
+        rows = self._store.rows_of([sid for x in lists if x for sid in x])
+        return np.split(rows, np.cumsum(lens)[:-1]) if lists else []
 
     def _image(self, data: dict[str, list], i: int) -> torch.Tensor:
         px = data.get("_px")
@@ -375,33 +398,33 @@ class ShardDataset(IterableDataset):
             "index": row,
         }
         if self.pairs:
+            anchor = item["image"]  # a missing partner falls back to the anchor itself
             inline = data["positive_images"][i] if "positive_images" in data else None
-            self._add_partner(item, "positive", data["positive_ids"][i] or [], img, u[0], inline)
+            self._add_partner(item, "positive", data["positive_ids"][i] or [], data["_positive_rows"][i], anchor,
+                              u[0], inline)
             if self.pairs == "triplet":
                 negs = data["negative_ids"][i] or []
+                rows = data["_negative_rows"][i]
                 inline = data["negative_images"][i] if "negative_images" in data else None
                 if inline:  # the hardest negatives are stored with the anchor: draw among those
-                    negs = negs[:len(inline)]
-                self._add_partner(item, "negative", negs, img, u[1], inline)
+                    negs, rows = negs[:len(inline)], rows[:len(inline)]
+                self._add_partner(item, "negative", negs, rows, anchor, u[1], inline)
         return item
 
-    def _add_partner(self, item: dict, kind: str, ids: list[str], anchor_img: bytes, u: float,
+    def _add_partner(self, item: dict, kind: str, ids: list[str], rows: np.ndarray, anchor: Any, u: float,
                      inline: list[bytes | None] | None = None) -> None:
-        pid, data = "", anchor_img
+        pid, data = "", anchor
         if ids:
             j = min(int(u * len(ids)), len(ids) - 1)
-            cand = ids[j]
             if inline and inline[j] is not None:  # a removed near-duplicate stored with its anchor
-                pid, data = cand, inline[j]
-            else:
-                if self._store is None:
-                    self._store = _RowStore(self)
-                row = self._store.row_of(cand)
-                if row is not None:
-                    pid, data = cand, self._store.image(row)
+                pid, data = ids[j], inline[j]
+            elif rows[j] >= 0:
+                pid, data = ids[j], self._store.image(int(rows[j]))
         item[f"{kind}_id"] = pid
         item[f"has_{kind}"] = bool(pid)
-        item[f"{kind}_image"] = _decode(data, self.size, self.channels) if self.decode else data
+        if self.decode and isinstance(data, bytes):  # (undecoded mode reads no pixels: all bytes)
+            data = _decode(data, self.size, self.channels)
+        item[f"{kind}_image"] = data
 
     def _plan(self):
         """This process's unit: (is main process, worker id, rows still to yield in order, items already skipped)."""
