@@ -214,12 +214,13 @@ class ShardDataset(IterableDataset):
         self._files: dict[int, pq.ParquetFile] = {}
         self._verified: set[int] = set()  # shards checked in this object's process (travels to workers)
         self._store: _RowStore | None = None
-        self._skip: dict[int, int] = {}  # worker id -> items to skip (mid-epoch resume)
+        self._skip: dict[int, int] = {}  # unit -> items to skip (mid-epoch resume)
+        self._offset = 0  # DataLoader worker k reads unit (k + offset) % num_workers (resume rotation)
         self._yielded = 0  # items yielded by this object in the current epoch (num_workers=0 use)
 
     # ---- public state ---------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._skip, self._yielded = int(epoch), {}, 0
+        self.epoch, self._skip, self._yielded, self._offset = int(epoch), {}, 0, 0
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -247,9 +248,11 @@ class ShardDataset(IterableDataset):
             if k in state and int(state[k]) != getattr(self, k):
                 raise CurateError(f"cannot resume: state has {k}={state[k]} but this dataset has {k}={getattr(self, k)}")
 
-    def set_worker_skips(self, skips: dict[int, int]) -> None:
-        """Items already consumed per DataLoader worker id (set by :class:`ShardLoader` on resume)."""
+    def set_worker_skips(self, skips: dict[int, int], offset: int = 0) -> None:
+        """Items already consumed per unit, and the rotation ``offset``: DataLoader worker k reads unit
+        (k + offset) % num_workers (set by :class:`ShardLoader` on resume)."""
         self._skip = {int(k): int(v) for k, v in skips.items()}
+        self._offset = int(offset)
 
     def __len__(self) -> int:
         """Items this rank yields in the current epoch (replication included)."""
@@ -427,9 +430,10 @@ class ShardDataset(IterableDataset):
         item[f"{kind}_image"] = data
 
     def _plan(self):
-        """This process's unit: (is main process, worker id, rows still to yield in order, items already skipped)."""
+        """This process's unit: (is main process, unit, rows still to yield in order, items already skipped)."""
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker = (worker + self._offset) % num_workers  # the unit this worker reads
         order = self._unit_order(worker, num_workers)
         skip = min(self._skip.get(worker, 0), len(order))
         if info is None:
@@ -529,10 +533,23 @@ class ShardDataset(IterableDataset):
 
 
 class BatchStream(IterableDataset):
-    """:meth:`ShardDataset.iter_batches` as an IterableDataset (for ``DataLoader(batch_size=None)``)."""
+    """:meth:`ShardDataset.iter_batches` as an IterableDataset (for ``DataLoader(batch_size=None)``).
 
-    def __init__(self, dataset: ShardDataset, batch_size: int, drop_last: bool = False):
-        self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
+    With ``shared`` (an int64 tensor in shared memory: epoch, then the items each worker skips),
+    every ``iter()`` takes the epoch and the resume point from it, so persistent DataLoader workers,
+    which keep their own copy of the dataset, follow :meth:`ShardLoader.set_epoch` and resumes.
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, drop_last: bool = False,
+                 shared: torch.Tensor | None = None):
+        self.dataset, self.batch_size, self.drop_last, self.shared = dataset, batch_size, drop_last, shared
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.shared is not None:
+            info = get_worker_info()
+            worker = info.id if info is not None else 0
+            state = self.shared.tolist()  # epoch, rotation offset, skips by unit
+            self.dataset.set_epoch(state[0])
+            unit = (worker + state[1]) % max(1, len(state) - 2)
+            self.dataset.set_worker_skips({unit: state[2 + unit]}, state[1])
         return self.dataset.iter_batches(self.batch_size, self.drop_last)

@@ -6,7 +6,13 @@ dataset's plan is deterministic), so from the number of batches the trainer
 consumed we can tell exactly how many items each worker had produced: that is
 all :meth:`ShardLoader.state_dict` stores, and :meth:`load_state_dict` hands
 the per-worker skips to the dataset (the mosaicml-streaming idea, without a
-shared-memory coordinator).
+shared-memory coordinator). A new DataLoader starts asking at worker 0, so the
+workers' units are rotated to the worker that was due next: the resumed batches
+come in the uninterrupted order whatever batch the run stopped at.
+
+``persistent_workers=True`` keeps one DataLoader (and its worker processes) for
+every epoch; the epoch, skips and rotation reach the workers' dataset copies
+through a small shared-memory tensor.
 
 Batches are collated in the workers, pinned by the DataLoader when the target
 is CUDA, then moved with ``non_blocking=True`` (:func:`to_device`).
@@ -65,11 +71,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def consumed_per_worker(lengths: list[int], batch_size: int, batches: int, drop_last: bool = False) -> list[int]:
-    """Items each worker had produced after the first ``batches`` batches of a DataLoader epoch."""
+def _round_robin(lengths: list[int], batch_size: int, batches: int, drop_last: bool) -> tuple[list[int], int]:
+    """Batches taken per worker after ``batches`` round-robin batches, and the worker asked next."""
     nb = [(n // batch_size) if drop_last else math.ceil(n / batch_size) for n in lengths]
     taken = [0] * len(lengths)
-    left, rnd = batches, 0
+    left, rnd, last = batches, 0, -1
     while left > 0 and any(b > rnd for b in nb):
         for w, b in enumerate(nb):
             if left == 0:
@@ -77,8 +83,30 @@ def consumed_per_worker(lengths: list[int], batch_size: int, batches: int, drop_
             if b > rnd:
                 taken[w] += 1
                 left -= 1
+                last = w
         rnd += 1
+    nxt = 0
+    for k in range(1, len(nb) + 1):  # the next worker after the last one served that still has batches
+        w = (last + k) % len(nb)
+        if taken[w] < nb[w]:
+            nxt = w
+            break
+    return taken, nxt
+
+
+def consumed_per_worker(lengths: list[int], batch_size: int, batches: int, drop_last: bool = False) -> list[int]:
+    """Items each worker had produced after the first ``batches`` batches of a DataLoader epoch."""
+    taken, _ = _round_robin(lengths, batch_size, batches, drop_last)
     return [min(t * batch_size, n) for t, n in zip(taken, lengths)]
+
+
+def next_worker(lengths: list[int], batch_size: int, batches: int, drop_last: bool = False) -> int:
+    """The worker a DataLoader asks for batch ``batches + 1`` (round-robin, exhausted workers skipped).
+
+    A resumed DataLoader starts asking at worker 0, so the loader rotates the workers' units by this
+    much: worker k then plays unit (k + offset) % num_workers and the batch order goes on unchanged.
+    """
+    return _round_robin(lengths, batch_size, batches, drop_last)[1]
 
 
 class ShardLoader:
@@ -101,8 +129,15 @@ class ShardLoader:
         self.prefetch_factor, self.persistent_workers = prefetch_factor, persistent_workers and num_workers > 0
         self.even_batches = even_batches
         self._batches = 0  # batches handed out in the current epoch
+        # persistent workers keep their dataset copy across epochs: epoch and resume skips reach them
+        # through shared memory (see BatchStream), and one DataLoader serves every epoch
+        self._shared = torch.zeros(2 + max(1, self.num_workers), dtype=torch.int64).share_memory_() \
+            if self.persistent_workers else None
+        self._dl: DataLoader | None = None
 
     def _loader(self) -> DataLoader:
+        if self._dl is not None:
+            return self._dl
         kw: dict[str, Any] = {}
         if self.num_workers > 0:
             kw["persistent_workers"] = self.persistent_workers
@@ -111,8 +146,11 @@ class ShardLoader:
         # the workers yield whole batches (collated column-wise, see ShardDataset.iter_batches); per worker
         # they are the same consecutive batch_size chunks a batching DataLoader would make, so the
         # round-robin bookkeeping of consumed_per_worker holds unchanged
-        return DataLoader(BatchStream(self.dataset, self.batch_size, self.drop_last), batch_size=None,
-                          collate_fn=_as_is, num_workers=self.num_workers, pin_memory=self.device.type == "cuda", **kw)
+        dl = DataLoader(BatchStream(self.dataset, self.batch_size, self.drop_last, self._shared), batch_size=None,
+                        collate_fn=_as_is, num_workers=self.num_workers, pin_memory=self.device.type == "cuda", **kw)
+        if self.persistent_workers:
+            self._dl = dl
+        return dl
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
@@ -134,12 +172,21 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         skips: dict[int, int] = {}
+        offset = 0
         if self._batches:
             lengths = self.dataset.worker_lengths(self.num_workers)
             skips = dict(enumerate(consumed_per_worker(lengths, self.batch_size, self._batches, self.drop_last)))
-        self.dataset.set_worker_skips(skips)
-        if self.num_workers > 0:
-            self.dataset.verify_shards()  # once, here: workers inherit the verified set
+            offset = next_worker(lengths, self.batch_size, self._batches, self.drop_last) if self.num_workers else 0
+        self.dataset.set_worker_skips(skips, offset)
+        if self._shared is not None:
+            self._shared[0] = self.dataset.epoch
+            self._shared[1] = offset
+            self._shared[2:] = torch.tensor([skips.get(w, 0) for w in range(self._shared.numel() - 2)])
+        if self._dl is None and self.num_workers > 0:
+            # once, here: workers inherit the verified set; persistent ones outlive this epoch and may
+            # read any shard later, so they get every shard verified
+            self.dataset.verify_shards(list(range(len(self.dataset.index.shards))) if self.persistent_workers
+                                       else None)
         limit = len(self) if self.even_batches else None
         for batch in self._loader():
             if limit is not None and self._batches >= limit:

@@ -106,8 +106,11 @@ def test_real_dataloader_workers_cover_exactly_once(shards, world, workers):
     assert sorted(got) == sorted(samples.column("sample_id").to_pylist())
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_mid_epoch_resume_is_exact(shards, workers):
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3 workers on a 2-core box
+@pytest.mark.parametrize("workers,stop", [(0, 6), (2, 6), (2, 3), (3, 4), (3, 14)])
+def test_mid_epoch_resume_is_exact(shards, workers, stop):
+    """Stopping after any batch - also mid-round (3 of 2 workers' batches) and after a worker ran
+    out (14 with 3 workers) - and resuming gives the uninterrupted epoch's batches in order."""
     path, _, _ = shards
 
     def loader():
@@ -119,10 +122,10 @@ def test_mid_epoch_resume_is_exact(shards, workers):
     head = []
     for i, b in enumerate(first):
         head.append(b["sample_id"])
-        if i == 5:
+        if i == stop - 1:
             break
     state = first.state_dict()
-    assert state["batches"] == 6
+    assert state["batches"] == stop
     second = loader()
     second.load_state_dict(json.loads(json.dumps(state)))
     tail = [b["sample_id"] for b in second]
@@ -149,6 +152,14 @@ def test_resume_with_other_worker_count_is_refused(shards):
     b = ShardLoader(ShardDataset(path), batch_size=4, num_workers=1, device="cpu")
     with pytest.raises(CurateError, match="num_workers"):
         b.load_state_dict(a.state_dict())
+
+
+def test_next_worker_continues_the_round_robin():
+    from curate.load.loader import next_worker
+    assert next_worker([8, 8], 4, 1) == 1 and next_worker([8, 8], 4, 2) == 0
+    # batches per worker 3, 2, 1: served w0 w1 w2 w0 w1 w0
+    assert next_worker([6, 4, 1], 2, 4) == 1
+    assert next_worker([6, 4, 1], 2, 5) == 0  # worker 2 ran out after its one batch
 
 
 def test_consumed_per_worker_follows_round_robin():
@@ -297,3 +308,26 @@ def test_shards_of_other_png_encoders_load_the_same(tmp_path):
     assert out["stored"].keys() == out["source"].keys()
     for sid, img in out["stored"].items():
         assert torch.equal(img, out["source"][sid])
+
+
+def test_persistent_workers_follow_epochs_and_resumes(shards):
+    """One DataLoader, workers kept across epochs: the same batches as fresh workers every epoch."""
+    path, _, _ = shards
+
+    def epochs(loader, n):
+        return [[b["sample_id"] for b in loader] for _ in range(n)]
+
+    fresh = epochs(ShardLoader(ShardDataset(path, seed=7, shuffle_buffer=16), batch_size=4, num_workers=2,
+                               device="cpu"), 3)
+    kept = ShardLoader(ShardDataset(path, seed=7, shuffle_buffer=16), batch_size=4, num_workers=2, device="cpu",
+                       persistent_workers=True)
+    assert epochs(kept, 3) == fresh
+    assert fresh[0] != fresh[1]  # epochs really differ
+    # resume in the middle of epoch 1 on the same (persistent) loader
+    kept.set_epoch(1)
+    it = iter(kept)
+    head = [next(it)["sample_id"] for _ in range(3)]
+    state = kept.state_dict()
+    del it
+    kept.load_state_dict(state)
+    assert head + [b["sample_id"] for b in kept] == fresh[1]
