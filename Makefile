@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup sysdeps fashion-mnist hard-negatives medical-reduce adainf-cpu clean
+.PHONY: demo test setup sysdeps fashion-mnist hard-negatives medical-reduce adainf-cpu bench-imagededup clean
 FMNIST := /usr/share/datasets/fashion-mnist
 
 $(BIN)/python:
@@ -45,6 +45,13 @@ medical-reduce: $(STAMP)
 adainf-cpu: $(STAMP) sysdeps
 	$(BIN)/curate run pipelines/adainf_inflate.yaml --run-dir runs/adainf_cpu \
 	  --set inflate_train.steps=300 --set inflate_generate.n_images=2000 --set inflate_generate.steps=20
+
+# imagededup's own PHash on dedup_quality.py's files: it needs torchvision and torch 2.14, so its own venv
+bench-imagededup: $(STAMP) sysdeps
+	test -x .venv-imagededup/bin/python || ($(PY) -m venv .venv-imagededup && \
+	  .venv-imagededup/bin/pip install -q torch==2.14.1 torchvision==0.29.1 imagededup==0.3.3.post2)
+	$(BIN)/python benchmarks/dedup_quality.py --texts 200 --export /tmp/curate_dq_files
+	.venv-imagededup/bin/python benchmarks/imagededup_baseline.py /tmp/curate_dq_files
 
 clean:
 	rm -rf runs data

@@ -17,14 +17,16 @@ originals come first). Metrics:
 
 Methods: ``exact`` (pixel hash), ``phash`` and ``dhash`` at several thresholds (curate.ops.hamming,
 exact search), MinHash on texts (synthetic reports with near-duplicate variants), and the
-imagededup-style baseline: imagededup 0.3.3 could not be installed beside our torch (``pip install
---dry-run imagededup==0.3.3.post2`` pulls torch 2.14.1 + CUDA + torchvision), so we run what its
-``PHash`` does by default with the ``imagehash`` package itself: ``imagehash.phash`` per image,
-Hamming <= 10, and imagededup's ``find_duplicates_to_remove`` rule (walk files in order; a file not
-yet removed removes all its direct duplicates; no transitivity).
+imagededup-style baseline run in this process: ``imagehash.phash`` per image, Hamming <= 10, and
+imagededup's ``find_duplicates_to_remove`` rule (walk files in order; a file not yet removed removes
+all its direct duplicates; no transitivity). imagededup itself needs torchvision and another torch,
+so it runs in its own virtualenv on the same files: ``--export DIR`` writes the images as PNG files
+plus ``truth.json``, and ``benchmarks/imagededup_baseline.py DIR`` (``make bench-imagededup`` does
+both) scores imagededup's own ``PHash`` the same way.
 
     python benchmarks/dedup_quality.py                 # 10k originals, 1k copies per transform
     python benchmarks/dedup_quality.py --n 10000 --copies 10000
+    python benchmarks/dedup_quality.py --export /tmp/dq_files   # + the files for imagededup
 """
 
 from __future__ import annotations
@@ -102,6 +104,21 @@ def dataset(n: int, copies: int):
         print(f"(pydicom test CT unavailable: {err})")
     order = np.argsort([k != "original" for k in kind], kind="stable")  # originals first
     return [images[i] for i in order], np.array(group)[order], np.array(kind)[order]
+
+
+def export(images: list[np.ndarray], group: np.ndarray, kind: np.ndarray, out: str) -> None:
+    """PNG files named in dataset order (originals first, so imagededup's file order matches ours)."""
+    import json
+
+    os.makedirs(out, exist_ok=True)
+    truth = {}
+    for i, (img, g, k) in enumerate(zip(images, group.tolist(), kind.tolist())):
+        name = f"{i:06d}.png"
+        Image.fromarray(img).save(os.path.join(out, name), compress_level=1)
+        truth[name] = [g, k]
+    with open(os.path.join(out, "truth.json"), "w") as f:
+        json.dump(truth, f)
+    print(f"(exported {len(images)} PNG files + truth.json to {out})")
 
 
 def evaluate_removed(removed: np.ndarray, rep: np.ndarray, group: np.ndarray, kind: np.ndarray) -> dict:
@@ -185,9 +202,13 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=1000, help="originals that get one copy per transform")
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--max-diff", type=float, default=8.0, help="thumbnail check (dedup.phash max_diff)")
+    ap.add_argument("--export", default=None, help="also write the images as PNG files + truth.json here "
+                    "(for benchmarks/imagededup_baseline.py)")
     a = ap.parse_args()
     t0 = time.perf_counter()
     images, group, kind = dataset(a.n, a.copies)
+    if a.export:
+        export(images, group, kind, a.export)
     kinds = sorted(set(kind.tolist()) - {"original"})
     print(f"# dedup_quality: {a.n} Fashion-MNIST originals + {min(a.copies, a.n)} copies x {len(TRANSFORMS)} "
           f"transforms + CT group = {len(images)} images")
