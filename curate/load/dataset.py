@@ -362,17 +362,20 @@ class ShardDataset(IterableDataset):
             # the PNG bytes are only needed where the fast path did not apply
             need = px is None or any(p is None for p in px)
             out["image"] = t.column("image").to_pylist() if need else None
-        for kind in ("positive", "negative"):  # partner rows of the whole block in one lookup
-            if f"{kind}_ids" in out:
-                out[f"_{kind}_rows"] = self._partner_rows(out[f"{kind}_ids"])
         return out
 
-    def _partner_rows(self, lists: list[list[str] | None]) -> list[np.ndarray]:
-        if self._store is None:
-            self._store = _RowStore(self)
-        lens = [len(x) if x else 0 for x in lists]
-        rows = self._store.rows_of([sid for x in lists if x for sid in x])
-        return np.split(rows, np.cumsum(lens)[:-1]) if lists else []
+    def _partner_rows(self, data: dict[str, list], kind: str) -> list[np.ndarray]:
+        """Canonical rows of the block's ``kind`` partner ids: one vectorised lookup per block, made
+        the first time a partner is not stored inline (inline-only shards never build the id index)."""
+        key = f"_{kind}_rows"
+        if key not in data:
+            if self._store is None:
+                self._store = _RowStore(self)
+            lists = data[f"{kind}_ids"]
+            lens = [len(x) if x else 0 for x in lists]
+            rows = self._store.rows_of([sid for x in lists if x for sid in x])
+            data[key] = np.split(rows, np.cumsum(lens)[:-1]) if lists else []
+        return data[key]
 
     def _image(self, data: dict[str, list], i: int) -> torch.Tensor:
         px = data.get("_px")
@@ -403,26 +406,26 @@ class ShardDataset(IterableDataset):
         if self.pairs:
             anchor = item["image"]  # a missing partner falls back to the anchor itself
             inline = data["positive_images"][i] if "positive_images" in data else None
-            self._add_partner(item, "positive", data["positive_ids"][i] or [], data["_positive_rows"][i], anchor,
-                              u[0], inline)
+            self._add_partner(item, "positive", data, i, data["positive_ids"][i] or [], anchor, u[0], inline)
             if self.pairs == "triplet":
                 negs = data["negative_ids"][i] or []
-                rows = data["_negative_rows"][i]
                 inline = data["negative_images"][i] if "negative_images" in data else None
                 if inline:  # the hardest negatives are stored with the anchor: draw among those
-                    negs, rows = negs[:len(inline)], rows[:len(inline)]
-                self._add_partner(item, "negative", negs, rows, anchor, u[1], inline)
+                    negs = negs[:len(inline)]
+                self._add_partner(item, "negative", data, i, negs, anchor, u[1], inline)
         return item
 
-    def _add_partner(self, item: dict, kind: str, ids: list[str], rows: np.ndarray, anchor: Any, u: float,
-                     inline: list[bytes | None] | None = None) -> None:
+    def _add_partner(self, item: dict, kind: str, block: dict[str, list], i: int, ids: list[str], anchor: Any,
+                     u: float, inline: list[bytes | None] | None = None) -> None:
         pid, data = "", anchor
         if ids:
             j = min(int(u * len(ids)), len(ids) - 1)
             if inline and inline[j] is not None:  # a removed near-duplicate stored with its anchor
                 pid, data = ids[j], inline[j]
-            elif rows[j] >= 0:
-                pid, data = ids[j], self._store.image(int(rows[j]))
+            else:
+                row = int(self._partner_rows(block, kind)[i][j])
+                if row >= 0:
+                    pid, data = ids[j], self._store.image(row)
         item[f"{kind}_id"] = pid
         item[f"has_{kind}"] = bool(pid)
         if self.decode and isinstance(data, bytes):  # (undecoded mode reads no pixels: all bytes)
