@@ -205,20 +205,35 @@ def main() -> None:
           f"{mb / ours_w:7.1f} MB/s   ratio {bare_w / ours_w:.2f}x wall, {bare_c / ours_c:.2f}x CPU (goal >= 0.8x)")
 
     res, cpu = {}, {}
+
+    def record(name: str, sec: float, c: float, n: int) -> None:
+        assert n == args.n, (name, n)
+        res[name] = max(res.get(name, 0.0), args.n / sec)
+        cpu[name] = max(cpu.get(name, 0.0), args.n / c)
+
     for ep in range(args.epochs):  # interleaved, so load spikes hit every loader alike
         for name in ("folder", "pyarrow", "curate"):
             if name == "folder":
                 dl = DataLoader(FolderDataset(folder), batch_size=args.batch, shuffle=True, num_workers=args.workers)
-                sec, c, n = time_epoch(dl)
+                record(name, *time_epoch(dl))
             elif name == "pyarrow":
-                sec, c, n = bare_pyarrow(shard_dir, args.batch)
+                record(name, *bare_pyarrow(shard_dir, args.batch))
             else:
                 ld = ShardLoader(ShardDataset(shard_dir, seed=0, epoch=ep), batch_size=args.batch,
                                  num_workers=args.workers, device="cpu")
-                sec, c, n = time_epoch(ld)
-            assert n == args.n, (name, n)
-            res[name] = max(res.get(name, 0.0), args.n / sec)
-            cpu[name] = max(cpu.get(name, 0.0), args.n / c)
+                record(name, *time_epoch(ld))
+    # then persistent workers, kept across epochs (wall time only: their CPU time is not reaped per epoch);
+    # measured after the others so their idle processes do not sit beside the fresh-worker runs
+    persistent = {
+        "folder_persistent": DataLoader(FolderDataset(folder), batch_size=args.batch, shuffle=True,
+                                        num_workers=args.workers, persistent_workers=args.workers > 0),
+        "curate_persistent": ShardLoader(ShardDataset(shard_dir, seed=0), batch_size=args.batch,
+                                         num_workers=args.workers, device="cpu", persistent_workers=True),
+    }
+    for ep in range(args.epochs):
+        for name, loader in persistent.items():
+            record(name, *time_epoch(loader))
+    del persistent
     w = args.workers
     print(f"read   folder (ImageFolder+PIL, {w} workers): {res['folder']:9.0f} samples/s  {cpu['folder']:8.0f} per CPU-s")
     print(f"read   bare pyarrow iter_batches + PIL (1 process): {res['pyarrow']:9.0f} samples/s  "
@@ -226,6 +241,8 @@ def main() -> None:
     print(f"read   curate ShardLoader ({w} workers): {res['curate']:9.0f} samples/s  {cpu['curate']:8.0f} per CPU-s")
     print(f"       curate / folder = {res['curate'] / res['folder']:.2f}x wall, {cpu['curate'] / cpu['folder']:.2f}x "
           f"per CPU-second (goal >= 3x); curate / bare pyarrow = {res['curate'] / res['pyarrow']:.2f}x wall")
+    print(f"read   persistent workers, best epoch: folder {res['folder_persistent']:9.0f} samples/s, curate "
+          f"{res['curate_persistent']:9.0f} samples/s = {res['curate_persistent'] / res['folder_persistent']:.2f}x wall")
     if args.gpu:
         if args.gpu_device == "cuda" and not torch.cuda.is_available():
             print("gpu: skipped (no CUDA device)")
