@@ -158,7 +158,6 @@ class PHashDedup(GlobalStage):
             flat = pa.array(values.reshape(-1), typ, mask=~vok.reshape(-1))
             return pa.ListArray.from_arrays(pa.array(np.arange(n + 1) * nv, pa.int32()), flat, mask=pa.array(~ok))
 
-        nv = len(self.params.views)
         return pa.table({
             "sample_id": table.column("sample_id"),
             "phash": pa.array(ph, pa.uint64(), mask=~ok),
