@@ -37,6 +37,7 @@ SimCLR) and is flagged.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import io as _io
 import os
@@ -111,6 +112,7 @@ class _RowStore:
         self.cache: collections.OrderedDict[int, dict[str, list]] = collections.OrderedDict()
         self._ids: np.ndarray | None = None
         self._rows: np.ndarray | None = None
+        self._starts: list[int] | None = None  # first canonical row of every block
 
     def _build(self) -> None:
         ids, rows = [], []
@@ -144,7 +146,9 @@ class _RowStore:
 
     def image(self, row: int) -> torch.Tensor | bytes:
         """The image of canonical row ``row``: decoded when the block holds a stored PNG for it, else bytes."""
-        b = int(np.searchsorted(self.ds._block_start, row, side="right") - 1)
+        if self._starts is None:
+            self._starts = self.ds._block_start.tolist()
+        b = bisect.bisect_right(self._starts, row) - 1
         grp = self.cache.get(b)
         if grp is None:
             grp = self.ds._read_block(b, ["image"])
@@ -153,7 +157,7 @@ class _RowStore:
                 self.cache.popitem(last=False)
         else:
             self.cache.move_to_end(b)
-        i = row - int(self.ds._block_start[b])
+        i = row - self._starts[b]
         px = grp.get("_px")
         if px is not None and px[i] is not None:
             return torch.from_numpy(px[i])
@@ -364,7 +368,7 @@ class ShardDataset(IterableDataset):
             out["image"] = t.column("image").to_pylist() if need else None
         return out
 
-    def _partner_rows(self, data: dict[str, list], kind: str) -> list[np.ndarray]:
+    def _partner_rows(self, data: dict[str, list], kind: str) -> tuple[list[int], list[int]]:
         """Canonical rows of the block's ``kind`` partner ids: one vectorised lookup per block, made
         the first time a partner is not stored inline (inline-only shards never build the id index)."""
         key = f"_{kind}_rows"
@@ -372,9 +376,9 @@ class ShardDataset(IterableDataset):
             if self._store is None:
                 self._store = _RowStore(self)
             lists = data[f"{kind}_ids"]
-            lens = [len(x) if x else 0 for x in lists]
-            rows = self._store.rows_of([sid for x in lists if x for sid in x])
-            data[key] = np.split(rows, np.cumsum(lens)[:-1]) if lists else []
+            starts = np.cumsum([0] + [len(x) if x else 0 for x in lists[:-1]]).tolist()
+            rows = self._store.rows_of([sid for x in lists if x for sid in x]).tolist()
+            data[key] = (rows, starts)  # partner j of row i: rows[starts[i] + j]
         return data[key]
 
     def _image(self, data: dict[str, list], i: int) -> torch.Tensor:
@@ -423,7 +427,8 @@ class ShardDataset(IterableDataset):
             if inline and inline[j] is not None:  # a removed near-duplicate stored with its anchor
                 pid, data = ids[j], inline[j]
             else:
-                row = int(self._partner_rows(block, kind)[i][j])
+                rows, starts = self._partner_rows(block, kind)
+                row = rows[starts[i] + j]
                 if row >= 0:
                     pid, data = ids[j], self._store.image(row)
         item[f"{kind}_id"] = pid
