@@ -408,19 +408,21 @@ class ShardDataset(IterableDataset):
             "index": row,
         }
         if self.pairs:
-            anchor = item["image"]  # a missing partner falls back to the anchor itself
-            inline = data["positive_images"][i] if "positive_images" in data else None
-            self._add_partner(item, "positive", data, i, data["positive_ids"][i] or [], anchor, u[0], inline)
-            if self.pairs == "triplet":
-                negs = data["negative_ids"][i] or []
-                inline = data["negative_images"][i] if "negative_images" in data else None
-                if inline:  # the hardest negatives are stored with the anchor: draw among those
-                    negs = negs[:len(inline)]
-                self._add_partner(item, "negative", data, i, negs, anchor, u[1], inline)
+            for kind, pick in zip(self._partner_kinds(), u):
+                pid, image = self._partner(data, i, kind, pick, item["image"])
+                item[f"{kind}_id"], item[f"has_{kind}"], item[f"{kind}_image"] = pid, bool(pid), image
         return item
 
-    def _add_partner(self, item: dict, kind: str, block: dict[str, list], i: int, ids: list[str], anchor: Any,
-                     u: float, inline: list[bytes | None] | None = None) -> None:
+    def _partner_kinds(self) -> tuple[str, ...]:
+        return ("positive", "negative") if self.pairs == "triplet" else ("positive",)
+
+    def _partner(self, block: dict[str, list], i: int, kind: str, u: float, anchor: Any) -> tuple[str, Any]:
+        """(partner id or "", its image) for row ``i`` of ``block``: candidate ``u * len`` of the row's
+        ``kind`` ids, from the row's inline PNGs or any shard; the anchor's own image when there is none."""
+        ids = block[f"{kind}_ids"][i] or []
+        inline = block[f"{kind}_images"][i] if f"{kind}_images" in block else None
+        if kind == "negative" and inline:  # the hardest negatives are stored with the anchor: draw among those
+            ids = ids[:len(inline)]
         pid, data = "", anchor
         if ids:
             j = min(int(u * len(ids)), len(ids) - 1)
@@ -431,11 +433,9 @@ class ShardDataset(IterableDataset):
                 row = rows[starts[i] + j]
                 if row >= 0:
                     pid, data = ids[j], self._store.image(row)
-        item[f"{kind}_id"] = pid
-        item[f"has_{kind}"] = bool(pid)
         if self.decode and isinstance(data, bytes):  # (undecoded mode reads no pixels: all bytes)
             data = _decode(data, self.size, self.channels)
-        item[f"{kind}_image"] = data
+        return pid, data
 
     def _plan(self):
         """This process's unit: (is main process, unit, rows still to yield in order, items already skipped)."""
@@ -475,14 +475,16 @@ class ShardDataset(IterableDataset):
                 del cache[row]
             yield ent[0], ent[1], row
 
+    def _picks(self, worker: int, n: int, skip: int) -> list[list[float]] | None:
+        """Partner draws of the unit's epoch, made up front so a resumed epoch picks the same partners."""
+        if not self.pairs:
+            return None
+        return np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0x9A1E]).random((n, 2))[skip:].tolist()
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         main, worker, order, skip = self._plan()
         todo = order[skip:]
-        # partner picks are drawn for the whole epoch up front so a resumed epoch picks the same partners
-        picks = None
-        if self.pairs:
-            picks = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0x9A1E]).random((len(order), 2))
-            picks = picks[skip:].tolist()
+        picks = self._picks(worker, len(order), skip)
         for j, (data, i, row) in enumerate(self._rows(todo)):
             item = self._item(data, i, row, picks[j] if picks is not None else None)
             if main:
@@ -494,12 +496,12 @@ class ShardDataset(IterableDataset):
         """The items of :meth:`__iter__`, ``batch_size`` at a time, already collated.
 
         Equal to collating consecutive items (what a DataLoader worker does), but built column-wise:
-        no per-item dicts, images decoded straight into one stacked tensor. Pair / triplet and
-        undecoded modes collate items.
+        no per-item dicts, images decoded straight into one stacked tensor (pairs and triplets
+        too). The undecoded mode collates items.
         """
         from curate.load.loader import collate
 
-        if self.pairs or not self.decode:
+        if not self.decode:
             buf: list[dict[str, Any]] = []
             for item in self:
                 buf.append(item)
@@ -511,6 +513,7 @@ class ShardDataset(IterableDataset):
             return
         main, worker, order, skip = self._plan()
         todo = order[skip:]
+        picks = self._picks(worker, len(order), skip)
         rows = self._rows(todo)
         n = len(todo)
         for a in range(0, n, batch_size):
@@ -519,6 +522,12 @@ class ShardDataset(IterableDataset):
                 break
             got = [next(rows) for _ in range(b - a)]
             batch = self._collate_rows(got)
+            for c, kind in enumerate(self._partner_kinds() if self.pairs else ()):
+                found = [self._partner(d, i, kind, u[c], batch["image"][k])
+                         for k, ((d, i, _), u) in enumerate(zip(got, picks[a:b]))]
+                batch[f"{kind}_id"] = [pid for pid, _ in found]
+                batch[f"has_{kind}"] = torch.tensor([bool(pid) for pid, _ in found], dtype=torch.bool)
+                batch[f"{kind}_image"] = torch.stack([img for _, img in found])
             if main:
                 self._yielded += b - a
             yield batch

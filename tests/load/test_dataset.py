@@ -271,13 +271,34 @@ def test_shards_are_verified_once_in_the_main_process(shards, monkeypatch):
     assert len(calls) == len(set(calls)) >= 1  # never hashed twice, not even by the worker processes
 
 
-def test_iter_batches_equal_collated_items(tmp_path):
+def _pairs_table(sid):
+    """Positives for anchors 0..4 (one missing from the shards), negatives for anchors 5..14."""
+    n = 15
+    pos = [sid[i + 20] if i < 4 else ("not-a-shard-row" if i == 4 else None) for i in range(n)]
+    negs = [[sid[i + 1], sid[i + 2]] if i >= 5 else None for i in range(n)]
+    return pa.table({
+        "anchor_id": sid[:n],
+        "positive_id": pos,
+        "positive_kind": ["nn" if p else None for p in pos],
+        "positive_score": pa.array([0.9 if p else None for p in pos], pa.float32()),
+        "class_pair": pa.array([None] * n, pa.string()),
+        "negative_ids": negs,
+        "negative_scores": pa.array([[0.5, 0.4] if x else None for x in negs], pa.list_(pa.float32())),
+    })
+
+
+@pytest.mark.parametrize("pairs", [None, "positive", "triplet"])
+def test_iter_batches_equal_collated_items(tmp_path, pairs):
     """The column-wise batches the loader's workers make equal collating the items one by one."""
     from curate.load.loader import collate
 
-    make_shards(tmp_path / "s", n=45, synthetic_every=4, real_replication=2.5)
-    ds = ShardDataset(tmp_path / "s", shuffle_buffer=8, seed=3)
+    samples, _, _ = make_shards(tmp_path / "tmp", n=45)
+    table = _pairs_table(samples.column("sample_id").to_pylist()) if pairs else None
+    make_shards(tmp_path / "s", n=45, synthetic_every=4, real_replication=2.5, pairs=table)
+    ds = ShardDataset(tmp_path / "s", shuffle_buffer=8, seed=3, pairs=pairs)
     items = list(ds)
+    if pairs:
+        assert any(it["has_positive"] for it in items) and not all(it["has_positive"] for it in items)
     for drop_last in (False, True):
         batches = list(ds.iter_batches(8, drop_last=drop_last))
         want = [collate(items[a:a + 8]) for a in range(0, len(items), 8)
