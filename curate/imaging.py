@@ -103,15 +103,24 @@ except ImportError:  # pragma: no cover - depends on the environment
     _spng = None
 
 
+def spng_load(data: bytes) -> np.ndarray | None:
+    """libspng's uint8 array for PNG ``data``; None when libspng is missing, declines the file, or
+    returns another dtype (16-bit): the caller falls back to PIL."""
+    if _spng is None:
+        return None
+    try:
+        arr = _spng.load(data)
+    except Exception:  # noqa: BLE001 - an unusual PNG flavour: PIL decides
+        return None
+    return arr if arr.dtype == np.uint8 else None
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """Canonical bytes back to (H, W) or (H, W, 3) uint8."""
     # fast path for what canonical PNGs are: 8-bit gray / RGB (IHDR bit depth and colour type)
-    if _spng is not None and data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:26] in (b"\x08\x00", b"\x08\x02"):
-        try:
-            arr = _spng.load(data)
-        except Exception:  # noqa: BLE001 - an unusual PNG flavour: PIL decides
-            arr = None
-        if arr is not None and arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:26] in (b"\x08\x00", b"\x08\x02"):
+        arr = spng_load(data)
+        if arr is not None and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
             return arr
     with Image.open(_io.BytesIO(data)) as img:
         return np.asarray(img)

@@ -50,25 +50,17 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from curate.errors import CurateError
+from curate.imaging import spng_load
 from curate.load.index import ShardIndex, read_index, verify_shard
 from curate.ops.png import decode_stored_column
 
 _BASE_COLUMNS = ["image", "sample_id", "label", "group_id", "is_synthetic", "sample_weight"]
 
 
-try:  # libspng decodes small PNGs ~4x faster than PIL; optional
-    import pyspng as _spng
-except ImportError:  # pragma: no cover - depends on the environment
-    _spng = None
-
-
 def _decode(data: bytes, size: int | None, channels: int | None) -> torch.Tensor:
-    if _spng is not None and size is None and channels is None:
-        try:
-            arr = _spng.load(data)
-        except Exception:  # noqa: BLE001 - unusual PNG flavour: let PIL handle it
-            arr = None
-        if arr is not None and arr.dtype == np.uint8:
+    if size is None and channels is None:
+        arr = spng_load(data)
+        if arr is not None:
             if arr.ndim == 2:
                 return torch.from_numpy(arr.reshape(1, *arr.shape))
             if arr.ndim == 3:
@@ -139,10 +131,6 @@ class _RowStore:
         hit = fits & (self._ids[pos] == keys)
         out[hit] = self._rows[pos[hit]]
         return out
-
-    def row_of(self, sample_id: str) -> int | None:
-        row = int(self.rows_of([sample_id])[0])
-        return row if row >= 0 else None
 
     def image(self, row: int) -> torch.Tensor | bytes:
         """The image of canonical row ``row``: decoded when the block holds a stored PNG for it, else bytes."""

@@ -72,7 +72,7 @@ def default_device() -> torch.device:
 
 
 def _round_robin(lengths: list[int], batch_size: int, batches: int, drop_last: bool) -> tuple[list[int], int]:
-    """Batches taken per worker after ``batches`` round-robin batches, and the worker asked next."""
+    """Items each worker produced in the first ``batches`` round-robin batches, and the worker asked next."""
     nb = [(n // batch_size) if drop_last else math.ceil(n / batch_size) for n in lengths]
     taken = [0] * len(lengths)
     left, rnd, last = batches, 0, -1
@@ -91,13 +91,12 @@ def _round_robin(lengths: list[int], batch_size: int, batches: int, drop_last: b
         if taken[w] < nb[w]:
             nxt = w
             break
-    return taken, nxt
+    return [min(t * batch_size, n) for t, n in zip(taken, lengths)], nxt
 
 
 def consumed_per_worker(lengths: list[int], batch_size: int, batches: int, drop_last: bool = False) -> list[int]:
     """Items each worker had produced after the first ``batches`` batches of a DataLoader epoch."""
-    taken, _ = _round_robin(lengths, batch_size, batches, drop_last)
-    return [min(t * batch_size, n) for t, n in zip(taken, lengths)]
+    return _round_robin(lengths, batch_size, batches, drop_last)[0]
 
 
 def next_worker(lengths: list[int], batch_size: int, batches: int, drop_last: bool = False) -> int:
@@ -175,8 +174,9 @@ class ShardLoader:
         offset = 0
         if self._batches:
             lengths = self.dataset.worker_lengths(self.num_workers)
-            skips = dict(enumerate(consumed_per_worker(lengths, self.batch_size, self._batches, self.drop_last)))
-            offset = next_worker(lengths, self.batch_size, self._batches, self.drop_last) if self.num_workers else 0
+            consumed, nxt = _round_robin(lengths, self.batch_size, self._batches, self.drop_last)
+            skips = dict(enumerate(consumed))
+            offset = nxt if self.num_workers else 0
         self.dataset.set_worker_skips(skips, offset)
         if self._shared is not None:
             self._shared[0] = self.dataset.epoch

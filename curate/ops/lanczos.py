@@ -112,7 +112,7 @@ def dct_taps() -> np.ndarray:
 # Layout: a block of ``lanes`` images as a flat float64 buffer (rows, cols, lanes). A resampling
 # pass always runs along the *first* axis, so its inner loops sweep whole rows of cols * lanes
 # contiguous values; the horizontal pass gets there by loading strips of rows transposed, and
-# ``_swap`` / ``_swap_into`` turn (a, b, lanes) into (b, a, lanes) by copying lane vectors.
+# ``_swap_into`` turns (a, b, lanes) into (b, a, lanes) by copying lane vectors.
 _JIT = dict(nogil=True, cache=True, boundscheck=False, fastmath={"contract"}, error_model="numpy")
 
 
@@ -134,17 +134,6 @@ def _load(gray, s0, nl, lanes, dst):
                 dst[o + U(j)] = gray[s0 + j, r, c]
             for j in range(nl, lanes):
                 dst[o + U(j)] = 0.0
-
-
-@nb.njit(**_JIT)
-def _swap(src, a, b, lanes, dst):
-    """src (a, b, lanes) -> dst (b, a, lanes)."""
-    for i in range(a):
-        for k in range(b):
-            s = U((i * b + k) * lanes)
-            d = U((k * a + i) * lanes)
-            for j in range(lanes):
-                dst[d + U(j)] = src[s + U(j)]
 
 
 @nb.njit(**_JIT)
@@ -190,7 +179,7 @@ def _pass(src, width, start, w, pillow, dst):
 
     With ``pillow`` the sums start at 0.5 and are rounded and clipped like Pillow's ``clip8``
     (one resampling pass); otherwise they are plain sums. (Writing the output pre-transposed in
-    lane-sized pieces instead of a separate :func:`_swap` was measured 35% slower: short loops.)
+    lane-sized pieces instead of a separate :func:`_swap_into` was measured 35% slower: short loops.)
     """
     groups = w.shape[1] // 3
     for o in range(start.shape[0]):
@@ -267,9 +256,9 @@ def _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b, c):
         _pass(a, w * lanes, vstart, vw, True, b)  # (out_h, w)
         if not need_h:
             return b
-        _swap(b, out_h, w, lanes, a)  # (w, out_h)
+        _swap_into(b, out_h, w, lanes, a, 0)  # (w, out_h)
         _pass(a, out_h * lanes, hstart, hw, True, b)  # (out_w, out_h)
-        _swap(b, out_w, out_h, lanes, a)  # (out_h, out_w)
+        _swap_into(b, out_w, out_h, lanes, a, 0)  # (out_h, out_w)
     return a
 
 
@@ -360,7 +349,7 @@ def phash_kernel(gray, hfirst, hstart, hw, vstart, vw, dct, network, lanes, hash
         nl = min(lanes, n - s0)
         px = _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b, c)
         _pass(px, width, zero8, dct, False, rows)  # D8 @ P: (8 k, 32 cols, lanes)
-        _swap(rows, 8, 32, lanes, cols)  # (32 cols, 8 k, lanes)
+        _swap_into(rows, 8, 32, lanes, cols, 0)  # (32 cols, 8 k, lanes)
         _pass(cols, 8 * lanes, zero8, dct, False, low)
         _median_bits(low, lanes, nl, network, srt, med, big, hashes, ambiguous, s0)
         if want_thumbs:

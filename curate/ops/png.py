@@ -176,11 +176,10 @@ def decode_stored_column(column) -> list[np.ndarray | None]:
 
 def _pixels(data: bytes) -> np.ndarray | None:
     """Any PNG -> (H, W) or (H, W, 3) uint8, or None for other flavours (16-bit, alpha, ...)."""
-    try:
-        import pyspng
+    from curate.imaging import spng_load
 
-        arr = pyspng.load(data)
-    except Exception:  # noqa: BLE001 - pyspng missing or an unusual PNG: let PIL try
+    arr = spng_load(data)
+    if arr is None:  # libspng missing, or a flavour it declines: PIL, for gray / RGB only
         import io
 
         from PIL import Image
