@@ -39,7 +39,7 @@ MAP_DIR = "_map"
 class Task:
     """Everything a worker needs to run one partition of one stage (picklable)."""
 
-    kind: str  # "source" | "process" | "map"
+    kind: str  # "source" | "process" | "map" | "finish"
     key: str
     params: StageParams
     stage_dir: str
@@ -98,6 +98,12 @@ def run_task(task: Task) -> dict[str, Any]:
         elif task.kind == "process":
             table = ctx.read(stage.inputs[0])
             out = stage.process(table, ctx)
+            rows = _write_outputs(stage, ctx, out, task.stage_dir, task.pid)
+        elif task.kind == "finish":  # payload: (state from reduce, reduce-level counters or None)
+            state, counters = task.payload
+            if counters:
+                ctx.counters.update(counters)
+            out = stage.finish(ctx.read(stage.inputs[0]), ctx, state)
             rows = _write_outputs(stage, ctx, out, task.stage_dir, task.pid)
         elif task.kind == "map":
             table = ctx.read(stage.inputs[0])
@@ -351,6 +357,16 @@ class Runner:
         missing = set(ctx.partitions) - set(outputs)
         if missing:
             raise StageError(plan.spec.name, "(all)", f"reduce returned no output for partitions {sorted(missing)[:5]}")
+        if plan.cls.has_finish():
+            # reduce-level counters and quarantine go with the first partition
+            if ctx.quarantined:
+                raise StageError(plan.spec.name, "(all)", "a stage with finish() must quarantine in finish, not reduce")
+            first = ctx.partitions[0] if ctx.partitions else None
+            payloads = {pid: (outputs[pid], dict(ctx.counters) if pid == first else None) for pid in ctx.partitions}
+            tasks = [Task("finish", plan.spec.key, plan.spec.params, stage_dir, self.run_dir, p.id, plan.cfg_hash,
+                          self.cfg.seed, plan.upstream, payloads[p.id]) for p in parts]
+            self._execute(plan, executor, tasks, bar, f"{label} (finish)")
+            return len(ctx.partitions)
         for pid in ctx.partitions:
             pctx = self._base_ctx(plan, pid)
             if pid == ctx.partitions[0]:  # reduce-level counters and quarantine go with the first partition

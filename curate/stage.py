@@ -8,7 +8,10 @@ Three kinds of stage:
   k-means, FAISS search): an optional per-partition ``map`` pre-pass (cached and
   resumable like any partition), then ``reduce(ctx)`` which returns one output
   table per partition id. ``ctx.map(fn, items)`` fans independent pieces out as
-  Dask tasks without the stage knowing Dask.
+  Dask tasks without the stage knowing Dask. A stage that defines ``finish``
+  returns a small per-partition *state* from ``reduce`` instead, and the runner
+  calls ``finish(table, ctx, state)`` per partition as worker tasks, so the
+  heavy rows (images) never pass through the driver.
 * :class:`SourceStage` - ``plan(ctx)`` lists partitions (id + payload) derived
   from the data, ``read(payload, ctx)`` produces one.
 
@@ -84,6 +87,12 @@ class StageContext:
             if io.exists(path):
                 return io.read_parquet(path, columns=columns)
         return None
+
+    def read_from(self, up: Upstream, table: str, pid: str | None = None,
+                  columns: list[str] | None = None) -> pa.Table | None:
+        """``table`` as one given upstream stage wrote it for partition ``pid`` (default: this one)."""
+        path = self._path(up, table, pid or self.partition_id)
+        return io.read_parquet(path, columns=columns) if io.exists(path) else None
 
     def partition_ids(self, table: str) -> list[str]:
         """Every partition id of ``table`` over all its producers (overlay)."""
@@ -189,8 +198,17 @@ class GlobalStage(Stage):
         raise NotImplementedError
 
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, pa.Table | dict[str, pa.Table]]:
-        """Return ``{partition_id: output}`` for every partition in ``ctx.partitions``."""
+        """Return ``{partition_id: output}`` for every partition in ``ctx.partitions`` (with ``finish``:
+        ``{partition_id: state}``, a small picklable value handed to that partition's ``finish``)."""
         raise NotImplementedError
+
+    def finish(self, table: pa.Table, ctx: StageContext, state: Any) -> pa.Table | dict[str, pa.Table]:
+        """Optional per-partition pass after ``reduce``, run as a worker task on the primary input."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_finish(cls) -> bool:
+        return cls.finish is not GlobalStage.finish
 
 
 class SourceStage(Stage):

@@ -8,6 +8,12 @@
 * removed     - ingested rows in ``removals`` tables (dedup.apply's removal log)
 * kept        - real (non-synthetic) rows of the final ``samples`` overlay that no
   later stage quarantined
+
+Two invariants of dedup are checked from the same tables: every removed sample
+names a representative in the final kept set (``representatives_not_kept``),
+and no duplicate group - a connected component of removal -> representative
+edges - has lost all its members (``groups_emptied``). Both must be 0; a run
+where either is not fails like an unbalanced one.
 """
 
 from __future__ import annotations
@@ -56,10 +62,14 @@ def accounting(run_dir: str, upstream: list[Upstream], source_dirs: set[str]) ->
         kept = sum(1 for x in ids if x not in later_q)
         synthetic = samples.num_rows - real.num_rows
     removed = 0
+    lost = {"representatives_not_kept": 0, "groups_emptied": 0}
     if ctx.has("removals"):
-        ids = ctx.read_all("removals", columns=["sample_id"]).column("sample_id")
+        rem = ctx.read_all("removals", columns=["sample_id", "representative_id"])
+        ids = rem.column("sample_id")
         # only ingested rows are part of the balance (dedup after inflate may also remove generated rows)
         removed = int(pc.sum(pc.is_in(ids, pa.concat_arrays(ingested_ids))).as_py() or 0) if ingested_ids else 0
+        kept_ids = set() if samples is None else set(samples.column("sample_id").to_pylist()) - later_q
+        lost = dedup_losses(ids.to_pylist(), rem.column("representative_id").to_pylist(), kept_ids)
     quarantined += len(later_q)
     return {
         "ingested": ingested,
@@ -67,8 +77,28 @@ def accounting(run_dir: str, upstream: list[Upstream], source_dirs: set[str]) ->
         "removed": removed,
         "quarantined": quarantined,
         "synthetic_added": synthetic,
-        "balanced": kept + removed + quarantined == ingested,
+        **lost,
+        "balanced": kept + removed + quarantined == ingested and not any(lost.values()),
     }
+
+
+def dedup_losses(removed: list[str], reps: list[str | None], kept: set[str]) -> dict[str, int]:
+    """How many removals name a representative that is not kept, and how many duplicate groups
+    (components of removed -> representative edges) have no kept member."""
+    import numpy as np
+
+    from curate.ops.unionfind import components
+
+    names = sorted(set(removed) | {r for r in reps if r is not None})
+    pos = {s: k for k, s in enumerate(names)}
+    src = np.array([pos[s] for s, r in zip(removed, reps) if r is not None], np.int64)
+    dst = np.array([pos[r] for r in reps if r is not None], np.int64)
+    labels = components(len(names), src, dst)
+    alive = np.zeros(len(names), bool)
+    np.logical_or.at(alive, labels, np.array([s in kept for s in names], bool))
+    groups = np.unique(labels)
+    return {"representatives_not_kept": sum(1 for r in reps if r not in kept),
+            "groups_emptied": int((~alive[groups]).sum())}
 
 
 def write_summary(run_dir: str, cfg, plans, seconds: float, scheduler: str = "") -> dict[str, Any]:

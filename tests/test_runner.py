@@ -58,7 +58,8 @@ def test_resume_skips_done_and_config_change_invalidates_downstream(tmp_path, id
     assert s4["stages"]["00_ingest"]["recomputed"] == 5
     assert set(_calls(logs).values()) == {3}
     assert s4["accounting"] == {"ingested": 300, "kept": 300, "removed": 0, "quarantined": 0,
-                                "synthetic_added": 0, "balanced": True}
+                                "synthetic_added": 0, "representatives_not_kept": 0, "groups_emptied": 0,
+                                "balanced": True}
 
 
 def test_partition_ids_come_from_data_not_workers(tmp_path, idx_dataset):

@@ -330,7 +330,10 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
           "## Summary", "",
           f"**{a['ingested']:,} ingested = {a['kept']:,} kept + {a['removed']:,} removed + {a['quarantined']:,} "
           f"quarantined** ({'balanced' if a['balanced'] else 'NOT balanced'})"
-          + (f"; {a['synthetic_added']:,} synthetic samples added" if a.get("synthetic_added") else "") + ".", "",
+          + (f"; {a['synthetic_added']:,} synthetic samples added" if a.get("synthetic_added") else "") + ". "
+          f"Duplicate groups emptied by dedup: **{a.get('groups_emptied', 0)}**; removals naming a representative "
+          f"that is not kept: **{a.get('representatives_not_kept', 0)}** (both must be 0: every removed sample "
+          "names a kept one).", "",
           f"![accounting]({rel(figures['accounting'])})", ""]
 
     # --- sources

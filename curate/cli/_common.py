@@ -61,3 +61,6 @@ def print_accounting(summary: dict[str, Any]) -> None:
     ok = "[green]balanced[/]" if a["balanced"] else "[bold red]NOT balanced[/]"
     out.print(f"ingested {a['ingested']} = kept {a['kept']} + removed {a['removed']} + quarantined "
               f"{a['quarantined']}  ({ok})" + (f"; synthetic added {a['synthetic_added']}" if a.get("synthetic_added") else ""))
+    if a.get("groups_emptied", 0) or a.get("representatives_not_kept", 0):
+        out.print(f"[bold red]dedup lost content:[/] {a.get('groups_emptied', 0)} duplicate group(s) emptied, "
+                  f"{a.get('representatives_not_kept', 0)} removal(s) name a representative that is not kept")

@@ -66,7 +66,35 @@ class PlantDecisions(Stage):
         return pa.Table.from_pylist(rows, schema=schemas.DECISIONS)
 
 
+class PlantEdgesParams(StageParams):
+    method: str
+    edges: list[list[int]]  # [removed source_index, representative source_index], across partitions
+
+
+class PlantEdges(Stage):
+    """Plants removal decisions by source index, across partitions: methods that disagree on purpose."""
+
+    key = "test.plant_edges"
+    Params = PlantEdgesParams
+    inputs = ("samples",)
+    outputs = ("decisions",)
+
+    def process(self, table, ctx):
+        every = ctx.read_all("samples", columns=["sample_id", "source_index"])
+        id_of = dict(zip(every.column("source_index").to_pylist(), every.column("sample_id").to_pylist()))
+        rep_of = {a: b for a, b in self.params.edges}
+        rows = []
+        for sid, i in zip(table.column("sample_id").to_pylist(), table.column("source_index").to_pylist()):
+            rm = i in rep_of
+            rows.append(dict(sample_id=sid, method=self.params.method, keep=not rm,
+                             representative_id=id_of[rep_of[i]] if rm else None, score=0.9 if rm else None,
+                             cluster_id=f"{self.params.method}:c" if rm else None,
+                             reason=f"planted {self.params.method} {i}->{rep_of[i]}" if rm else None))
+        return pa.Table.from_pylist(rows, schema=schemas.DECISIONS)
+
+
 registry.register("test.arrays", "tests.stages.dedup._helpers:ArraysSource")
+registry.register("test.plant_edges", "tests.stages.dedup._helpers:PlantEdges")
 registry.register("test.plant_decisions", "tests.stages.dedup._helpers:PlantDecisions")
 
 
