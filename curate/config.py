@@ -29,6 +29,17 @@ from curate import registry
 from curate.errors import ConfigError
 
 
+def execution_field(default: Any, **kwargs: Any) -> Any:
+    """A parameter that changes how the work is cut or shown (task splits, chunk / block sizes, progress
+    bars), never the result: it is left out of the config hash, so changing it reruns nothing."""
+    return Field(default, json_schema_extra={"execution": True}, **kwargs)
+
+
+def execution_keys(params: "StageParams") -> set[str]:
+    return {k for k, f in type(params).model_fields.items()
+            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("execution")}
+
+
 class StageParams(BaseModel):
     """Parameters every stage has. Subclass per stage; unknown keys are errors."""
 
@@ -57,6 +68,10 @@ class StageSpec(BaseModel):
 
     def params_json(self) -> dict[str, Any]:
         return self.params.model_dump(mode="json", exclude={"name"})
+
+    def hashed_params(self) -> dict[str, Any]:
+        """The parameters that decide results: all but the execution-only ones (:func:`execution_field`)."""
+        return self.params.model_dump(mode="json", exclude={"name", *execution_keys(self.params)})
 
 
 class PipelineConfig(BaseModel):
@@ -152,5 +167,5 @@ def load_pipeline(path: str | os.PathLike, overrides: list[str] | None = None) -
 
 def config_hash(spec: StageSpec, upstream_hash: str = "", version: str = "1") -> str:
     """Hash of a stage's parameters chained with everything upstream of it."""
-    blob = json.dumps([upstream_hash, spec.key, version, spec.params_json()], sort_keys=True, default=str)
+    blob = json.dumps([upstream_hash, spec.key, version, spec.hashed_params()], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -33,14 +33,15 @@ def run_pipeline_of(run_dir: str) -> dict[str, Any]:
 
 
 def extend_pipeline(run_dir: str, stages: list[dict[str, Any]]) -> PipelineConfig:
-    """The run's pipeline with ``stages`` (dicts with a ``stage`` key) replaced or inserted; validated."""
+    """The run's pipeline with ``stages`` (dicts with a ``stage`` key) merged into the entries of the same
+    stage (given keys override) or inserted; validated."""
     data = run_pipeline_of(run_dir)
     current = [dict(s) for s in data.get("stages", [])]
     for new in stages:
         key = new["stage"]
         same = [i for i, s in enumerate(current) if s.get("stage") == key and s.get("name") == new.get("name")]
-        if same:
-            current[same[0]] = dict(new)
+        if same:  # options given now override, the rest of the existing entry stays
+            current[same[0]] = {**current[same[0]], **new}
             continue
         after = _BEFORE.get(key, ())
         pos = next((i for i, s in enumerate(current) if s.get("stage") in after), len(current))

@@ -46,3 +46,19 @@ def test_set_override(tmp_path, idx_dataset):
     assert cfg.seed == 3 and cfg.specs()[0].params.partition_size == 7
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         set_override({}, "oops")
+
+
+def test_execution_knobs_are_not_in_the_config_hash():
+    from curate.config import StageSpec, config_hash
+    from curate import registry
+
+    def h(key, **kw):
+        cls = registry.get(key)
+        return config_hash(StageSpec(key=key, params=cls.Params(**kw), index=0), "", cls.version)
+
+    assert h("dedup.phash", splits=1) == h("dedup.phash", splits=16)
+    assert h("dedup.minhash", splits=1) == h("dedup.minhash", splits=8)
+    assert h("dedup.semantic", chunk_items=256) == h("dedup.semantic", chunk_items=100000)
+    assert h("mine.negatives", block_size=64) == h("mine.negatives", block_size=4096)
+    assert h("inflate.train", progress=False) == h("inflate.train", progress=True)
+    assert h("dedup.phash", threshold=4) != h("dedup.phash", threshold=6)  # a result-changing key still counts

@@ -52,6 +52,12 @@ def handle_errors(debug: bool = False):
         raise typer.Exit(1) from None
 
 
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user set (not None): CLI flags default to None so that only these override a
+    stage's own defaults, which are declared once, in the stage's Params."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 

@@ -6,7 +6,8 @@ import json
 
 import typer
 
-from curate.cli._common import Debug, Json, Quiet, Scheduler, Workers, handle_errors, out, print_accounting, print_json
+from curate.cli._common import (Debug, Json, Quiet, Scheduler, Workers, given, handle_errors, out, print_accounting,
+                                 print_json)
 
 
 def register(app: typer.Typer) -> None:
@@ -15,18 +16,18 @@ def register(app: typer.Typer) -> None:
         run_dir: str = typer.Argument(..., help="run directory (ingest, optionally embed / dedup done)"),
         pipeline: str = typer.Option(None, "--pipeline", "-p", help="local diffusers pipeline directory to use "
                                      "(inflate.load; never downloaded); default: train one (inflate.train)"),
-        train_steps: int = typer.Option(20000, "--train-steps", help="inflate.train: optimisation steps"),
-        batch_size: int = typer.Option(128, "--batch-size", help="inflate.train: batch size"),
-        channels_: str = typer.Option("64,128,128", "--unet-channels", help="inflate.train: UNet block widths"),
-        unconditional: bool = typer.Option(False, "--unconditional", help="inflate.train: ignore labels"),
-        n_images: int = typer.Option(10000, "--n-images", "-n", help="images to generate (before the filter)"),
-        sampler: str = typer.Option("ddim", "--sampler", help="ddim (deterministic, eta 0) or ddpm"),
-        steps: int = typer.Option(50, "--sampling-steps", help="denoising steps per image"),
-        no_filter: bool = typer.Option(False, "--no-filter", help="keep memorised / redundant images"),
-        mode: str = typer.Option("paper", "--mode", help="AdaInf mix: paper (dup 10 + weak augmentation), gap "
-                                 "(from measured precision), proxy (short eval grid)"),
-        dup: float = typer.Option(10.0, "--dup", help="paper mode: real replication factor"),
-        device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda"),
+        train_steps: int = typer.Option(None, "--train-steps", help="inflate.train: optimisation steps (default: 20000)"),
+        batch_size: int = typer.Option(None, "--batch-size", help="inflate.train: batch size (default: 128)"),
+        channels_: str = typer.Option(None, "--unet-channels", help="inflate.train: UNet block widths (default: 64,128,128)"),
+        unconditional: bool = typer.Option(None, "--unconditional/--conditional", help="inflate.train: ignore labels (default: conditional when every sample has one)"),
+        n_images: int = typer.Option(None, "--n-images", "-n", help="images to generate before the filter (default: 10000)"),
+        sampler: str = typer.Option(None, "--sampler", help="ddim (deterministic, eta 0) or ddpm (default: ddim)"),
+        steps: int = typer.Option(None, "--sampling-steps", help="denoising steps per image (default: 50)"),
+        no_filter: bool = typer.Option(None, "--no-filter/--filter", help="keep memorised / redundant images (default: filter)"),
+        mode: str = typer.Option(None, "--mode", help="AdaInf mix: paper (dup 10 + weak augmentation), gap "
+                                 "(from measured precision), proxy (short eval grid) (default: paper)"),
+        dup: float = typer.Option(None, "--dup", help="paper mode: real replication factor (default: 10)"),
+        device: str = typer.Option(None, "--device", help="auto (cuda if available), cpu, cuda (default: auto)"),
         scheduler: str = Scheduler,
         workers: int = Workers,
         quiet: bool = Quiet,
@@ -43,18 +44,20 @@ def register(app: typer.Typer) -> None:
 
         with handle_errors(debug):
             try:
-                widths = [int(c) for c in channels_.split(",")]
+                widths = None if channels_ is None else [int(c) for c in channels_.split(",")]
             except ValueError:
                 raise ConfigError(f"--unet-channels '{channels_}': expected comma-separated integers, "
                                   f"e.g. 64,128,128") from None
+            # only the flags the user set override the stage defaults (declared once, in the stage)
+            flip = lambda x: None if x is None else not x  # noqa: E731
             gen = ({"stage": "inflate.load", "path": pipeline} if pipeline else
-                   {"stage": "inflate.train", "steps": train_steps, "batch_size": batch_size,
-                    "block_out_channels": widths, "class_conditional": not unconditional, "device": device,
-                    "progress": not (quiet or json_)})
+                   {"stage": "inflate.train", **given(steps=train_steps, batch_size=batch_size,
+                                                      block_out_channels=widths, class_conditional=flip(unconditional),
+                                                      device=device), "progress": not (quiet or json_)})
             new = [gen,
-                   {"stage": "inflate.generate", "n_images": n_images, "sampler": sampler, "steps": steps,
-                    "filter": not no_filter, "device": device},
-                   {"stage": "inflate.adainf", "mode": mode, "dup": dup}]
+                   {"stage": "inflate.generate", **given(n_images=n_images, sampler=sampler, steps=steps,
+                                                         filter=flip(no_filter), device=device)},
+                   {"stage": "inflate.adainf", **given(mode=mode, dup=dup)}]
             data = run_pipeline_of(run_dir)
             cfg = PipelineConfig(name=data.get("name", "pipeline"), seed=data.get("seed", 0),
                                  stages=with_inflate_stages(data.get("stages", []), new))

@@ -45,7 +45,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from curate import schemas
-from curate.config import StageParams
+from curate.config import StageParams, execution_field
 from curate.ops import minhash as mh
 from curate.ops import unionfind
 from curate.stage import GlobalStage, StageContext
@@ -63,7 +63,7 @@ class MinHashParams(StageParams):
     scheme: Literal["affine32", "legacy"] = Field("affine32", description="datasketch permutation scheme")
     bands: int | None = Field(None, ge=1, description="LSH bands; null: datasketch's optimum for the threshold")
     rows: int | None = Field(None, ge=1, description="signature rows per band (with `bands`)")
-    splits: int = Field(4, ge=1, le=256, description="Dask tasks over the LSH bands")
+    splits: int = execution_field(4, ge=1, le=256, description="Dask tasks over the LSH bands")
 
     @model_validator(mode="after")
     def _bands(self) -> "MinHashParams":

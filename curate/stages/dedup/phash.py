@@ -62,7 +62,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from curate import imaging, schemas
-from curate.config import StageParams
+from curate.config import StageParams, execution_field
 from curate.errors import SampleError
 from curate.ops import hamming, phash, unionfind
 from curate.stage import GlobalStage, StageContext
@@ -82,7 +82,7 @@ class PHashParams(StageParams):
                                 "pair; null = on in global scope (copies), off in per_group scope (slices)")
     max_diff: float = Field(8.0, ge=0.0, le=255.0, description="max mean absolute difference of the "
                             "brightness-normalised 16x16 thumbnails (0..255) when verifying")
-    splits: int = Field(4, ge=1, le=256, description="Dask tasks per hash band for the all-pairs search")
+    splits: int = execution_field(4, ge=1, le=256, description="Dask tasks per hash band for the all-pairs search")
     crop_views: list[float] | None = Field(None, description="border shares: every image is also hashed with "
                                            "each share trimmed from every side, so a copy trimmed by about that "
                                            "much matches (perceptual hashes are not crop invariant); null = "

@@ -40,7 +40,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from curate import io, schemas
-from curate.config import StageParams
+from curate.config import StageParams, execution_field
 from curate.ops import semdedup as sd
 from curate.stage import GlobalStage, StageContext
 
@@ -58,7 +58,7 @@ class SemanticParams(StageParams):
     niter: int = Field(20, ge=1, le=1000, description="k-means iterations")
     max_points_per_centroid: int = Field(64, ge=39, description="k-means training subsample per centroid (faiss)")
     seed: int = Field(0, description="k-means seed and the `random` keep order")
-    chunk_items: int = Field(65536, ge=256, description="rows per Dask task (whole clusters)")
+    chunk_items: int = execution_field(65536, ge=256, description="rows per Dask task (whole clusters)")
 
     @model_validator(mode="after")
     def _scope(self) -> "SemanticParams":

@@ -360,11 +360,14 @@ INFLATE_KEYS = ("inflate.train", "inflate.load", "inflate.generate", "inflate.ad
 
 
 def with_inflate_stages(stages: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A pipeline's stage list with its inflate.* stages replaced by ``new``, placed where the old ones
+    """A pipeline's stage list with its inflate.* stages replaced by ``new`` (merged into an old entry of the
+    same stage), placed where the old ones
     were, else before ``shard`` (and after everything else): what ``curate inflate RUN_DIR`` runs."""
     pos = next((i for i, s in enumerate(stages) if s.get("stage") in INFLATE_KEYS), None)
     if pos is None:
         pos = next((i for i, s in enumerate(stages) if s.get("stage") == "shard"), len(stages))
     before = [dict(s) for s in stages[:pos] if s.get("stage") not in INFLATE_KEYS]
     after = [dict(s) for s in stages[pos:] if s.get("stage") not in INFLATE_KEYS]
-    return before + [dict(s) for s in new] + after
+    old = {s.get("stage"): s for s in stages if s.get("stage") in INFLATE_KEYS}
+    # keys given now override; the rest of an existing entry of the same stage stays (a rerun reruns nothing)
+    return before + [{**old.get(s["stage"], {}), **s} for s in new] + after

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from curate import imaging, io
-from curate.config import StageParams
+from curate.config import StageParams, execution_field
 from curate.encoders.base import file_digest
 from curate.errors import ConfigError, StageError
 from curate.stage import GlobalStage, StageContext
@@ -345,7 +345,7 @@ class InflateTrain(GlobalStage):
         checkpoint_every: int = Field(1000, ge=0, description="0: no intermediate checkpoints")
         device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1' ...")
         seed: int | None = Field(None, description="default: the pipeline seed")
-        progress: bool = Field(True, description="tqdm progress bar")
+        progress: bool = execution_field(True, description="tqdm progress bar")
 
         @field_validator("block_out_channels")
         @classmethod

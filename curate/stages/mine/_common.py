@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate import io, schemas
-from curate.config import StageParams
+from curate.config import StageParams, execution_field
 from curate.ops import faiss_knn
 from curate.errors import CurateError
 from curate.ops.unionfind import components
@@ -39,7 +39,7 @@ class KnnParams(StageParams):
     nprobe: int = Field(8, ge=1, description="ivf lists probed per query (recall is measured and reported)")
     hnsw_m: int = Field(32, ge=4, description="hnsw graph degree")
     ef_search: int = Field(128, ge=8, description="hnsw search breadth")
-    block_size: int = Field(16384, ge=64, description="anchors per kNN task (one Dask task each)")
+    block_size: int = execution_field(16384, ge=64, description="anchors per kNN task (one Dask task each)")
     seed: int | None = Field(None, description="sampling / index seed (default: the pipeline seed)")
 
     def knn_spec(self, seed: int) -> faiss_knn.KnnSpec:
