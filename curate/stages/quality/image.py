@@ -56,7 +56,7 @@ def entropy(hist: np.ndarray) -> np.ndarray:
     """PIL ``Image.entropy``: -sum p log2 p over the histogram bins."""
     p = hist / hist.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0.0).sum(axis=1)
+        return 0.0 - np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0.0).sum(axis=1)  # no -0.0
 
 
 def _blur_input(stack: np.ndarray) -> np.ndarray:
