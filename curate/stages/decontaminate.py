@@ -130,7 +130,8 @@ class Decontaminate(GlobalStage):
         emb = cls(cls.Params(**entry))
         emb.setup()
         before = ctx.upstream[: [u.dirname for u in ctx.upstream].index(up.dirname)]
-        return emb, dataclasses.replace(ctx, stage=up.dirname, upstream=before, partition_id=None)
+        return emb, dataclasses.replace(ctx, stage=up.dirname, upstream=before, partition_id=None,
+                                        counters=ctx.counters.__class__(), quarantined=[])
 
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, dict[str, pa.Table]]:
         p: DecontaminateParams = self.params
