@@ -44,11 +44,27 @@ def brightness_percentiles(stack: np.ndarray, chunk: int = 64) -> tuple[np.ndarr
     return p5, p99
 
 
+def percentiles_from_hist(hist: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:
+    """numpy's linear-interpolation percentiles of gray images, read off (B, 256) histograms."""
+    cum = np.cumsum(hist, axis=1)
+    n = cum[:, -1]
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (n - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n - 1)
+        v_lo = (cum <= lo[:, None]).sum(axis=1)
+        v_hi = (cum <= hi[:, None]).sum(axis=1)
+        out.append((v_lo + (v_hi - v_lo) * (pos - lo)) / 255.0)
+    return out
+
+
 def histograms(stack: np.ndarray) -> np.ndarray:
     """(B, 256 * channels) per-image histograms, channels concatenated as PIL's ``histogram()``."""
     b = stack.shape[0]
     c = 1 if stack.ndim == 3 else stack.shape[-1]
-    v = stack.reshape(b, -1, c).astype(np.int64) + 256 * np.arange(c) + (256 * c) * np.arange(b)[:, None, None]
+    off = (256 * np.arange(c, dtype=np.int32) + (256 * c) * np.arange(b, dtype=np.int32)[:, None, None])
+    v = stack.reshape(b, -1, c) + off  # int32: the uint8 values promote once
     return np.bincount(v.ravel(), minlength=b * 256 * c).reshape(b, 256 * c)
 
 
@@ -81,11 +97,15 @@ def find_edges(gray: np.ndarray) -> np.ndarray:
     return out
 
 
-def blurriness(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(std of FIND_EDGES response, std of the 256-bin luma histogram) per image."""
+def blurriness(stack: np.ndarray, luma_hist: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(std of FIND_EDGES response, std of the 256-bin luma histogram) per image.
+
+    ``luma_hist`` (histograms of ``luma(stack)``) is reused when no resize is needed."""
     gray = _blur_input(stack)
-    edges = find_edges(gray).reshape(len(gray), -1).astype(np.float64)
-    return edges.std(axis=1), histograms(gray).std(axis=1)
+    edges = find_edges(gray).reshape(len(gray), -1).astype(np.float32)
+    resized = gray.shape[1:] != stack.shape[1:3]
+    hist = luma_hist if luma_hist is not None and not resized else histograms(gray)
+    return edges.std(axis=1, dtype=np.float64), hist.std(axis=1)
 
 
 def blurry_score(edge_std: np.ndarray, hist_std: np.ndarray, color_threshold: float = 0.18,

@@ -79,7 +79,8 @@ MAP_SCHEMA = pa.schema(list(schemas.QUALITY) + [pa.field("size", pa.float64())])
 
 
 def score_images(images: list[bytes], blank_tolerance: int = 10) -> dict[str, np.ndarray]:
-    """Raw scores of every check but odd_size / burned_in for PNG-encoded images (NaN if undecodable)."""
+    """Raw scores of every check but odd_size / burned_in for PNG-encoded images (NaN if undecodable),
+    plus the decoded ``height`` / ``width`` (0 if undecodable)."""
     n = len(images)
     names = ("dark", "light", "blurry", "low_information", "grayscale", "near_blank", "padding_only")
     out = {k: np.full(n, np.nan) for k in names}
@@ -93,15 +94,23 @@ def score_images(images: list[bytes], blank_tolerance: int = 10) -> dict[str, np
     for i, a in enumerate(arrays):
         if a is not None:
             groups.setdefault(a.shape, []).append(i)
+    out["height"] = np.array([0 if a is None else a.shape[0] for a in arrays], np.int64)
+    out["width"] = np.array([0 if a is None else a.shape[1] for a in arrays], np.int64)
     for rows in groups.values():
         stack = np.stack([arrays[i] for i in rows])
         idx = np.array(rows)
-        p5, p99 = image.brightness_percentiles(stack)
+        lhist = image.histograms(image.luma(stack))
+        if stack.ndim == 3:  # gray: percentiles and entropy straight from the histogram
+            p5, p99 = image.percentiles_from_hist(lhist, (5, 99))
+            chist = lhist
+        else:
+            p5, p99 = image.brightness_percentiles(stack)
+            chist = image.histograms(stack)
         out["dark"][idx], out["light"][idx] = p99, 1 - p5
-        out["low_information"][idx] = np.minimum(0.1 * image.entropy(image.histograms(stack)), 1.0)
-        out["blurry"][idx] = image.blurry_score(*image.blurriness(stack))
+        out["low_information"][idx] = np.minimum(0.1 * image.entropy(chist), 1.0)
+        out["blurry"][idx] = image.blurry_score(*image.blurriness(stack, lhist))
         out["grayscale"][idx] = np.where(image.is_grayscale(stack), 0.0, 1.0)
-        hist = image.histograms(image.luma(stack))
+        hist = lhist
         out["near_blank"][idx] = medical.near_blank_score(hist, blank_tolerance)
         out["padding_only"][idx] = medical.padding_score(hist)
     return out
@@ -126,7 +135,7 @@ class Quality(GlobalStage):
         ctx.count("undecodable", int(np.isnan(sc["dark"]).sum()))
         cols = {"sample_id": table.column("sample_id")}
         for c in CHECKS:
-            s = sc.get(c, np.full(table.num_rows, np.nan))
+            s = sc[c] if c in sc else np.full(table.num_rows, np.nan)
             cols[c] = pa.nulls(table.num_rows, pa.bool_())
             cols[f"{c}_score"] = pa.array(s, pa.float64(), mask=np.isnan(s))
         cols["size"] = pa.array(geometry.size(h, w), pa.float64())
