@@ -96,3 +96,17 @@ def test_burned_in_annotation_read_from_dicom_header(tmp_path):
     removals = read_run_table(tmp_path / "run", "02_dedup_apply", "removals")
     assert [name[s].rsplit("/", 1)[-1] for s in removals.column("sample_id").to_pylist()] == ["s0.dcm"]
     assert summary["accounting"]["balanced"]
+
+
+def test_quality_table_independent_of_partition_size(tmp_path):
+    d = _folder(tmp_path)
+    out = []
+    for size in (2, 100):
+        cfg = PipelineConfig(name="q", stages=[
+            {"stage": "ingest", "sources": [{"type": "folder", "path": str(d), "labels": "none"}],
+             "partition_size": size},
+            {"stage": "quality"}])
+        run_pipeline(cfg, run_dir=str(tmp_path / f"run{size}"), scheduler="sync", progress=False)
+        q = read_run_table(tmp_path / f"run{size}", "01_quality")
+        out.append(q.sort_by("sample_id"))
+    assert out[0].equals(out[1])
