@@ -24,6 +24,9 @@ _STAGES: dict[str, str] = {
     "inflate.generate": "curate.stages.inflate.generate:InflateGenerate",
     "inflate.adainf": "curate.stages.inflate.adainf:AdaInf",
     "shard": "curate.stages.shard:Shard",
+    "quality": "curate.stages.quality.stage:Quality",
+    "outliers": "curate.stages.outliers:Outliers",
+    "decontaminate": "curate.stages.decontaminate:Decontaminate",
 }
 
 

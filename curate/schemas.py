@@ -152,3 +152,43 @@ def check_schema(table: pa.Table, expected: pa.Schema, where: str) -> pa.Table:
 
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
+
+
+# ---- filters: removals without a representative (quality, outliers, decontaminate) ----------
+
+# A decision whose method starts with one of these is a *filter*: the sample is removed for what it
+# is (too dark, an outlier, a copy of an evaluation sample), not in favour of a kept duplicate, so
+# its representative_id is null. dedup.apply removes it without a duplicate edge and curate.stats
+# leaves it out of the representative checks.
+FILTER_PREFIXES = ("quality:", "outliers", "decontaminate:")
+
+
+def is_filter(method: str | None) -> bool:
+    return method is not None and method.startswith(FILTER_PREFIXES)
+
+
+QUALITY_CHECKS = ("dark", "light", "blurry", "low_information", "odd_aspect_ratio", "odd_size", "grayscale",
+                  "near_blank", "padding_only", "burned_in_annotation")
+
+# quality: one flag and one score per check (burned_in_annotation is null for non-DICOM samples)
+QUALITY = pa.schema([pa.field("sample_id", pa.string(), nullable=False)]
+                    + [f for c in QUALITY_CHECKS for f in (pa.field(c, pa.bool_()), pa.field(f"{c}_score", pa.float64()))])
+
+# outliers: FiftyOne-style uniqueness (weighted distance to the k nearest neighbours)
+OUTLIERS = pa.schema([
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("uniqueness", pa.float64()),  # raw weighted kNN distance
+    pa.field("uniqueness_norm", pa.float64()),  # divided by the run's maximum, in [0, 1]
+    pa.field("outlier", pa.bool_(), nullable=False),
+])
+
+# contamination: every (pretraining sample, evaluation set, route) match found by decontaminate
+CONTAMINATION = pa.schema([
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("eval_set", pa.string(), nullable=False),
+    pa.field("route", pa.string(), nullable=False),  # exact | phash | embedding | patient | study
+    pa.field("eval_sample_id", pa.string()),
+    pa.field("score", pa.float64()),
+])
+
+TABLES.update({"quality": QUALITY, "outliers": OUTLIERS, "contamination": CONTAMINATION})

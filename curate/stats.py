@@ -13,7 +13,9 @@ Two invariants of dedup are checked from the same tables: every removed sample
 names a representative in the final kept set (``representatives_not_kept``),
 and no duplicate group - a connected component of removal -> representative
 edges - has lost all its members (``groups_emptied``). Both must be 0; a run
-where either is not fails like an unbalanced one.
+where either is not fails like an unbalanced one. Filter removals (quality,
+outliers, decontaminate: ``schemas.is_filter``) have no representative and are
+left out of both checks; they count as removed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import io
+from curate import io, schemas
 from curate.stage import StageContext, Upstream
 
 
@@ -64,12 +66,14 @@ def accounting(run_dir: str, upstream: list[Upstream], source_dirs: set[str]) ->
     removed = 0
     lost = {"representatives_not_kept": 0, "groups_emptied": 0}
     if ctx.has("removals"):
-        rem = ctx.read_all("removals", columns=["sample_id", "representative_id"])
+        rem = ctx.read_all("removals", columns=["sample_id", "representative_id", "method"])
         ids = rem.column("sample_id")
+        dup = [not schemas.is_filter(m) for m in rem.column("method").to_pylist()]
         # only ingested rows are part of the balance (dedup after inflate may also remove generated rows)
         removed = int(pc.sum(pc.is_in(ids, pa.concat_arrays(ingested_ids))).as_py() or 0) if ingested_ids else 0
         kept_ids = set() if samples is None else set(samples.column("sample_id").to_pylist()) - later_q
-        lost = dedup_losses(ids.to_pylist(), rem.column("representative_id").to_pylist(), kept_ids)
+        lost = dedup_losses([s for s, d in zip(ids.to_pylist(), dup) if d],
+                            [r for r, d in zip(rem.column("representative_id").to_pylist(), dup) if d], kept_ids)
     quarantined += len(later_q)
     return {
         "ingested": ingested,

@@ -417,6 +417,9 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
                    json.dumps(adainf, indent=2, sort_keys=True), "```"]
         md += [""]
 
+    from curate.card import quality as _quality  # quality / outliers / decontaminate sections
+    md += _quality.sections(view, asset_dir, rel)
+
     # --- shards + loading
     if shard:
         idx_path, index = shard

@@ -18,6 +18,12 @@ all edges at once, keep-first without chaining
    the earliest method in pipeline order wins, then a method's own direction,
    then the higher score.
 
+Filters (``quality:<check>``, ``outliers``, ``decontaminate:<set>``; see
+``schemas.is_filter``) remove a sample for what it is, with no representative:
+such a sample is removed first (its first filter decision in pipeline order is
+logged, representative_id null), and its duplicate edges are dropped, so its
+duplicates are resolved among the remaining samples.
+
 So every removed sample names a kept sample it is itself within a method's
 threshold of (no chaining), no duplicate group loses all its members (the
 first sample of each group is always kept), and where the methods agree the
@@ -87,7 +93,7 @@ class ApplyDedup(GlobalStage):
             if dec is None:
                 continue
             dec = dec.filter(pc.and_(pc.invert(dec.column("keep")), pc.is_in(dec.column("sample_id"), ids)))
-            dec = dec.filter(pc.is_valid(dec.column("representative_id")))
+            dec = dec.filter(pc.or_(pc.is_valid(dec.column("representative_id")), _filter_mask(dec.column("method"))))
             if p.methods is not None:
                 dec = dec.filter(pc.is_in(dec.column("method"), pa.array(p.methods, pa.string())))
             parts.append(pa.table({
@@ -120,10 +126,22 @@ class ApplyDedup(GlobalStage):
         edges = table.take(pa.array(erow))
         src = node_of(edges.column("sample_id").to_pylist())
         dst = node_of(edges.column("representative_id").to_pylist())
+        # filters (quality, outliers, decontaminate) remove a sample with no representative: not an edge
+        is_filter_edge = (np.asarray(_filter_mask(edges.column("method")), bool)
+                          & np.asarray(pc.is_null(edges.column("representative_id")), bool))
+        filter_edge = np.full(n, -1, np.int64)  # the first filter decision (pipeline order) of each node
+        f_rows = np.flatnonzero(is_filter_edge & (src >= 0))
+        if f_rows.size:
+            f_rows = f_rows[np.lexsort((f_rows, order[erow][f_rows]))]
+            f_src = src[f_rows]
+            _, lead = np.unique(f_src, return_index=True)
+            filter_edge[f_src[lead]] = f_rows[lead]
+        is_f = (filter_edge >= 0) & ~is_q
+        ctx.count("filtered", int(is_f.sum()))
         live = (src >= 0) & (dst >= 0) & (src != dst)
-        live[live] &= ~is_q[src[live]] & ~is_q[dst[live]]
-        ctx.count("edges", int(erow.size))
-        ctx.count("edges_to_missing_or_quarantined", int((~live).sum()))
+        live[live] &= ~is_q[src[live]] & ~is_q[dst[live]] & ~is_f[src[live]] & ~is_f[dst[live]]
+        ctx.count("edges", int(erow.size - is_filter_edge.sum()))
+        ctx.count("edges_to_missing_or_quarantined", int((~live & ~is_filter_edge).sum()))
         e_order = order[erow].astype(np.int64)
         e_score = np.nan_to_num(np.asarray(edges.column("score").fill_null(0.0).to_numpy(), np.float64))
         src, dst, e_order, e_score, e_idx = src[live], dst[live], e_order[live], e_score[live], np.flatnonzero(live)
@@ -145,7 +163,7 @@ class ApplyDedup(GlobalStage):
         later_is_src = rank[g_src] > rank[g_dst]
         g_src, g_dst, g_pref, g_edge, g_swap = (x[later_is_src] for x in (g_src, g_dst, g_pref, g_edge, g_swap))
         keep, rep = unionfind.greedy_keep_first(n, g_src, g_dst, g_pref, rank)
-        keep &= ~is_q
+        keep &= ~is_q & ~is_f
 
         # the chosen edge of every removed node: the best-preferred edge between it and its representative
         chosen = np.full(n, -1, np.int64)
@@ -156,12 +174,12 @@ class ApplyDedup(GlobalStage):
             head = np.r_[True, (s_sorted[1:] != s_sorted[:-1]) | (d_sorted[1:] != d_sorted[:-1])]
             hs, hd, he, hw = s_sorted[head], d_sorted[head], g_edge[by][head], g_swap[by][head]
             code = hs.astype(np.int64) * max(n, 1) + hd
-            gone = np.flatnonzero(~keep & ~is_q)
+            gone = np.flatnonzero(~keep & ~is_q & ~is_f)
             pos = np.searchsorted(code, gone.astype(np.int64) * max(n, 1) + rep[gone])
             chosen[gone], swapped[gone] = he[pos], hw[pos]
-        self._check(ids, keep, rep, is_q, src, dst)
+        self._check(ids, keep, rep, is_q | is_f, src, dst)
 
-        removed = np.flatnonzero(~keep & ~is_q)
+        removed = np.flatnonzero(~keep & ~is_q & ~is_f)
         first_method = np.full(n, -1, np.int64)  # the rep the first removing method named
         if src.size:
             o = np.lexsort((e_order, src))
@@ -183,6 +201,11 @@ class ApplyDedup(GlobalStage):
             reason = (cols["reason"][e] or "") + (SWAPPED if swapped[i] else "")
             states[ctx.partitions[node_part[i]]]["removed"][ids[i]] = (
                 cols["producer"][e], cols["method"][e], ids[rep[i]], cols["score"][e], cols["cluster_id"][e], reason)
+        for i in np.flatnonzero(is_f).tolist():
+            e = int(filter_edge[i])
+            states[ctx.partitions[node_part[i]]]["removed"][ids[i]] = (
+                cols["producer"][e], cols["method"][e], None, cols["score"][e], cols["cluster_id"][e],
+                cols["reason"][e])
         for i in np.flatnonzero(is_q).tolist():
             states[ctx.partitions[node_part[i]]]["quarantined"].append(ids[i])
         return states
@@ -219,6 +242,15 @@ class ApplyDedup(GlobalStage):
         ctx.count("removed", len(rows))
         ctx.count("excluded_quarantined", len(quarantined))
         return {"samples": kept, "removals": pa.Table.from_pylist(rows, schema=schemas.DECISIONS)}
+
+
+def _filter_mask(methods: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """True where a decision's method is a filter (``schemas.is_filter``): removal without a representative."""
+    mask = None
+    for prefix in schemas.FILTER_PREFIXES:
+        m = pc.fill_null(pc.starts_with(methods, prefix), False)
+        mask = m if mask is None else pc.or_(mask, m)
+    return mask
 
 
 def _widen(t: pa.Table) -> pa.Table:
