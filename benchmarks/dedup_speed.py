@@ -132,6 +132,76 @@ def faiss_pairs(v: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
     return q[keep], labels[keep]
 
 
+def multihash_configs(t: int) -> list[tuple[int, int, int]]:
+    """(nhash, b, nflip) settings of faiss's ``IndexBinaryMultiHash`` that are exact at radius ``t``:
+    ``nhash`` disjoint ``b``-bit substrings probed with up to ``nflip`` flipped bits find every pair
+    within ``t`` when ``nhash * (nflip + 1) > t`` (pigeonhole, as in Norouzi et al.'s multi-index hashing)."""
+    out = []
+    for nhash in range(2, 17):
+        b = 64 // nhash
+        if b > 24 or b < 8:  # under 8 bits a bucket holds n/2^b rows: quadratic again
+            continue
+        nflip = t // nhash
+        if nhash * (nflip + 1) > t and nflip <= 2:
+            out.append((nhash, b, nflip))
+    return out
+
+
+def faiss_multihash_pairs(v: np.ndarray, t: int, nhash: int, b: int, nflip: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    codes = v.view(np.uint8).reshape(-1, 8)
+    index = faiss.IndexBinaryMultiHash(64, nhash, b)
+    index.nflip = nflip
+    index.add(codes)
+    q, l = [], []
+    for lo in range(0, v.size, 1 << 16):  # bounded result memory
+        lims, dist, labels = index.range_search(codes[lo:lo + (1 << 16)], t + 1)
+        qi = lo + np.repeat(np.arange(lims.size - 1), np.diff(lims).astype(np.int64))
+        keep = (labels > qi) & (dist <= t)
+        q.append(qi[keep]), l.append(labels[keep])
+    return np.concatenate(q), np.concatenate(l)
+
+
+def bench_multihash(n: int, t: int, workers: int, splits: int, probe_n: int = 20_000) -> None:
+    """curate's exact all-pairs search vs faiss's multi-index hashing index on the same hashes."""
+    v = planted_hashes(n)
+    print(f"\n## Hamming search vs faiss IndexBinaryMultiHash: t = {t}, {v.size} distinct hashes")
+    sub = v[:probe_n]
+    ri, rj, _ = hamming.pairs(sub, t)
+    truth = set(zip(ri.tolist(), rj.tolist()))
+    best = None
+    for nhash, b, nflip in multihash_configs(t):
+        t0 = time.perf_counter()
+        fi, fj = faiss_multihash_pairs(sub, t, nhash, b, nflip)
+        sec = time.perf_counter() - t0
+        same = set(zip(fi.tolist(), fj.tolist())) == truth
+        print(f"  faiss MultiHash nhash={nhash} b={b} nflip={nflip} on n={sub.size}: {sec:.2f} s, same pairs: {same}")
+        if same and (best is None or sec < best[0]):
+            best = (sec, nhash, b, nflip)
+    if best is None:
+        print("  no exact faiss configuration found")
+        return
+    _, nhash, b, nflip = best
+    pool, mapper = _pool_mapper(workers)
+    try:
+        t0 = time.perf_counter()
+        i, j, _ = hamming.pairs(v, t, mapper=mapper, splits=splits)
+        t_ours = time.perf_counter() - t0
+    finally:
+        pool.shutdown()
+    t0 = time.perf_counter()
+    fi, fj = faiss_multihash_pairs(v, t, nhash, b, nflip)
+    t_faiss = time.perf_counter() - t0
+    same = set(zip(fi.tolist(), fj.tolist())) == set(zip(i.tolist(), j.tolist()))
+    print(f"curate ({workers} processes): {t_ours:.1f} s | faiss IndexBinaryMultiHash(nhash={nhash}, b={b}, "
+          f"nflip={nflip}, {faiss.omp_get_max_threads() if (faiss := __import__('faiss')) else 1} threads): "
+          f"{t_faiss:.1f} s | same pairs: {same} ({i.size} pairs)")
+    print(f"hamming_vs_faiss_multihash_t{t}_ratio: {t_faiss / t_ours:.2f}")
+    print(f"hamming_t{t}_curate_seconds: {t_ours:.1f}")
+    print(f"hamming_t{t}_faiss_multihash_seconds: {t_faiss:.1f}")
+
+
 def bench_hamming(n: int, faiss_n: int, t: int, workers: int, splits: int) -> None:
     import faiss
 
@@ -229,9 +299,11 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=2, help="tasks per band")
     ap.add_argument("--minhash-n", type=int, default=2000)
     ap.add_argument("--num-perm", type=int, default=128)
-    ap.add_argument("--only", choices=["phash", "hamming", "minhash"], nargs="*")
+    ap.add_argument("--multihash-t", type=int, nargs="+", default=[6, 10],
+                    help="thresholds for the faiss IndexBinaryMultiHash comparison (on --hamming-n hashes)")
+    ap.add_argument("--only", choices=["phash", "hamming", "multihash", "minhash"], nargs="*")
     a = ap.parse_args()
-    only = set(a.only or ["phash", "hamming", "minhash"])
+    only = set(a.only or ["phash", "hamming", "multihash", "minhash"])
     print(f"# dedup_speed  (cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f})")
     if "phash" in only:
         for size in a.image_size:
@@ -239,6 +311,9 @@ def main() -> None:
             bench_phash(n, size, min(a.imagehash_n, n))
     if "hamming" in only:
         bench_hamming(a.hamming_n, a.faiss_n, a.threshold, a.workers, a.splits)
+    if "multihash" in only:
+        for t in a.multihash_t:
+            bench_multihash(a.hamming_n, t, a.workers, a.splits)
     if "minhash" in only:
         bench_minhash(a.minhash_n, a.num_perm)
 
