@@ -278,7 +278,8 @@ class Runner:
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         with io.RunLock(self.run_dir):
-            io.write_json({"name": self.cfg.name, "seed": self.cfg.seed, "stages": self.cfg.stages},
+            io.write_json({"name": self.cfg.name, "description": self.cfg.description, "seed": self.cfg.seed,
+                           "stages": self.cfg.stages},
                           io.join(self.run_dir, "pipeline.json"))
             executor = make_executor(self.scheduler, self.workers)
             try:

@@ -1,0 +1,239 @@
+"""Security and privacy: no pickle from a run directory, a race-free run lock, names that cannot
+leave the run directory, no identifiers in outputs, escaped data strings in the card."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from curate import io
+from curate.cli import app
+from curate.config import PipelineConfig, load_pipeline
+from curate.errors import ConfigError, RunLockedError
+from curate.io import RunLock
+from curate.runner import run_pipeline
+from tests.conftest import idx_pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ------------------------------------------------------------------ 2. the run lock
+def _contend(run_dir, barrier, rounds, holders, max_holders, wins, errors):
+    for r in range(rounds):
+        barrier.wait()
+        try:
+            with RunLock(run_dir):
+                with holders.get_lock():
+                    holders.value += 1
+                    max_holders.value = max(max_holders.value, holders.value)
+                wins[r] += 1
+                time.sleep(0.002)  # hold long enough for every contender to try meanwhile
+                with holders.get_lock():
+                    holders.value -= 1
+        except RunLockedError as err:
+            if "in use by another curate run" not in str(err):
+                errors.value += 1
+        except Exception:  # noqa: BLE001 - any other failure is a bug
+            errors.value += 1
+        barrier.wait()
+
+
+def test_run_lock_has_one_holder_under_races(tmp_path):
+    ctx = mp.get_context("fork")
+    n, rounds = 4, 250
+    barrier = ctx.Barrier(n)
+    holders, max_holders, errors = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Value("i", 0)
+    wins = ctx.Array("i", rounds)
+    run_dir = str(tmp_path / "run")
+    procs = [ctx.Process(target=_contend, args=(run_dir, barrier, rounds, holders, max_holders, wins, errors))
+             for _ in range(n)]
+    t0 = time.time()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert max_holders.value == 1, "two processes held the run lock at the same time"
+    assert errors.value == 0
+    assert min(wins) >= 1  # someone always gets it: a released or dead lock never blocks
+    assert not os.path.exists(os.path.join(run_dir, "run.lock"))
+    assert time.time() - t0 < 20
+
+
+@pytest.mark.parametrize("content", [b"", b'{"pid": 12', b'{"pid": 1, "host": "%s"}' % socket.gethostname().encode()])
+def test_empty_half_written_or_unlocked_lock_file_does_not_block(tmp_path, content):
+    (tmp_path / "run.lock").write_bytes(content)
+    with RunLock(str(tmp_path)) as lock:
+        assert lock.held
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_lock_of_a_live_process_gives_exit_3_naming_pid_and_host(tmp_path, idx_dataset):
+    img, lab, *_ = idx_dataset
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from curate.io import RunLock\n"
+                               f"with RunLock({str(run)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        p = tmp_path / "p.yaml"
+        p.write_text(yaml.safe_dump(idx_pipeline(img, lab)))
+        r = CliRunner().invoke(app, ["run", str(p), "--run-dir", str(run), "--scheduler", "sync", "--quiet", "--no-card"])
+        assert r.exit_code == 3, r.output
+        assert f"pid {holder.pid} on {socket.gethostname()}" in r.output
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: the next run takes over at once
+    assert run_pipeline(PipelineConfig(**idx_pipeline(img, lab)), str(run), scheduler="sync", progress=False)
+
+
+def test_remote_lock_is_best_effort_but_exclusive_when_sequential(monkeypatch):
+    monkeypatch.setattr(RunLock, "settle_s", 0.0)
+    run = "memory://curate-lock-test/run"
+    with RunLock(run):
+        with pytest.raises(RunLockedError, match=f"pid {os.getpid()} on"):
+            RunLock(run).__enter__()
+    with RunLock(run) as again:
+        assert again.held
+    assert not io.exists(io.join(run, "run.lock"))
+
+
+# ------------------------------------------------------- 3. names cannot become paths
+@pytest.mark.parametrize("where", ["pipeline", "stage"])
+def test_traversal_in_names_is_a_config_error_and_writes_nothing(tmp_path, idx_dataset, where):
+    img, lab, *_ = idx_dataset
+    cfg = idx_pipeline(img, lab)
+    evil = "../../../../escaped"
+    if where == "pipeline":
+        cfg["name"] = evil
+    else:
+        cfg["stages"][0]["name"] = evil
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    p = work / "p.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="not a valid name"):
+        load_pipeline(p)
+    before = sorted(str(x) for x in tmp_path.rglob("*"))
+    r = CliRunner().invoke(app, ["run", str(p), "--run-dir", str(work / "run"), "--scheduler", "sync", "--quiet",
+                                 "--card-dir", str(work / "cards")])
+    assert r.exit_code == 2 and "not a valid name" in r.output
+    assert sorted(str(x) for x in tmp_path.rglob("*")) == before
+    assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize("bad", ["..", "../x", "a/../../x", ".hidden", "a b", ""])
+def test_io_refuses_paths_that_leave_the_run_dir(bad):
+    with pytest.raises(ConfigError):
+        io.part_path("/runs/r", "00_ingest", bad)
+    with pytest.raises(ConfigError):
+        io.part_path("/runs/r", bad or "..", "abc")
+    with pytest.raises(ConfigError):
+        io.manifest_path("/runs/r", "00_ingest", bad)
+    if ".." in bad:
+        with pytest.raises(ConfigError):
+            io.join("/runs/r", bad, "part-x.parquet")
+    assert io.part_path("/runs/r", "02_dedup_phash/_map", "syn-00001", "quarantine") == \
+        "/runs/r/02_dedup_phash/_map/quarantine/part-syn-00001.parquet"
+
+
+def test_card_cannot_escape_its_directory(tmp_path, idx_dataset):
+    from curate.card.build import build_card, card_name
+
+    img, lab, *_ = idx_dataset
+    run = tmp_path / "run"
+    run_pipeline(PipelineConfig(**idx_pipeline(img, lab)), str(run), scheduler="sync", progress=False)
+    cards = tmp_path / "deep" / "cards"
+    with pytest.raises(ConfigError, match="card name"):
+        build_card(str(run), str(cards), name="../../evil")
+    (run / "x").mkdir()
+    path = build_card(str(run / "x" / ".."), str(cards))  # a run dir whose name is '..'
+    assert os.path.dirname(os.path.abspath(path)) == str(cards)
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["cards"]
+    assert card_name("/r/..", "p") == "run" and card_name("/r/my run", "p") == "my_run"
+
+
+# ------------------------------------------------------------------ 5. card escaping
+HOSTILE = ["<img src=x onerror=alert(1)>", "<script>alert(2)<\\script>", "a|b|c", "`tick` ``two``",
+           "[click](javascript:alert(3))", "line1\nline2", "- list", "_em_ *strong*"]
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _render(md: str) -> _Tags:
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
+    tags = _Tags()
+    tags.feed(html)
+    return tags
+
+
+def test_escape_helpers_render_hostile_strings_literally():
+    from curate.card.escape import code, md
+
+    for s in HOSTILE:
+        for cell in (md(s), code(s)):
+            doc = _render(f"| h |\n|---|\n| {cell} |\n")
+            assert [t for t, _ in doc.tags] == ["table", "thead", "tr", "th", "tbody", "tr", "td"] + \
+                (["code"] if cell.startswith("`") else []), (s, cell)
+            assert " ".join(s.splitlines()) in "".join(doc.text), (s, cell)
+        assert not [t for t, _ in _render(md(s)).tags if t not in ("p",)], s
+
+
+def test_card_escapes_labels_paths_and_description(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "<script>alert(0)"
+    rng = np.random.default_rng(0)
+    for i, label in enumerate(HOSTILE):
+        d = root / label
+        d.mkdir(parents=True)
+        for j in range(2):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(d / f"{j}.png")
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"name": "hostile", "description": "<img src=y onerror=alert(9)> | `x` [a](javascript:b)",
+                                 "stages": [{"stage": "ingest", "sources": [{"type": "folder", "path": str(root)}]}]}))
+    cards = tmp_path / "cards"
+    r = CliRunner().invoke(app, ["run", str(p), "--run-dir", str(tmp_path / "hostile"), "--scheduler", "sync",
+                                 "--quiet", "--card-dir", str(cards)])
+    assert r.exit_code == 0, r.output
+    md = (cards / "hostile.md").read_text()
+    doc = _render(md.split("---", 2)[2])
+    names = {t for t, _ in doc.tags}
+    assert "script" not in names
+    for tag, attrs in doc.tags:
+        assert not any(k.startswith("on") for k in attrs), (tag, attrs)
+        assert not str(attrs.get("href", "")).startswith("javascript"), attrs
+        if tag == "img":
+            assert attrs["src"].startswith("hostile/") and attrs["src"].endswith(".png")
+    text = "".join(doc.text)
+    for label in HOSTILE:
+        assert " ".join(label.splitlines()) in text
+    assert "<img src=y onerror=alert(9)>" in text
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    for line in rows:  # every table row keeps its column count
+        assert "\n" not in line
