@@ -237,3 +237,183 @@ def test_card_escapes_labels_paths_and_description(tmp_path):
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     for line in rows:  # every table row keeps its column count
         assert "\n" not in line
+
+
+# ------------------------------------------------ 1. nothing from a run dir is unpickled
+class _Payload:
+    """Unpickling this runs code: it writes ``marker``."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def _plant(path, marker, how: str = "pickle") -> str:
+    import pickle
+
+    import torch
+
+    obj = {"state_dict": {"w": _Payload(str(marker))}, "unet": _Payload(str(marker))}
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    if how == "torch":
+        torch.save(obj, str(path))
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+    return str(path)
+
+
+def test_the_payload_really_runs_when_unpickled(tmp_path):
+    import pickle
+
+    marker = tmp_path / "marker"
+    with open(_plant(tmp_path / "x.pkl", marker), "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch"])
+@pytest.mark.parametrize("encoder", ["resnet18", "resnet50", "ssl", "onnx"])
+def test_embed_weights_are_never_unpickled(tmp_path, encoder, how):
+    from curate import encoders
+    from curate.encoders.base import EncoderOptions
+
+    marker = tmp_path / "marker"
+    ext = {"onnx": ".onnx", "ssl": ".safetensors"}.get(encoder, ".pt")
+    path = _plant(tmp_path / f"evil{ext}", marker, how)
+    with pytest.raises(ConfigError):
+        if encoder == "onnx":
+            encoders.build(f"onnx:{path}", EncoderOptions())
+        else:
+            encoders.build(encoder, EncoderOptions(weights=path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch"])
+def test_shared_state_dict_loader_refuses_pickle(tmp_path, how):
+    """``timm:`` and ``open_clip:`` read their checkpoints with this loader too."""
+    from curate.encoders.base import load_state_dict
+
+    marker = tmp_path / "marker"
+    for name in ("evil.pt", "evil.bin", "evil.safetensors"):
+        with pytest.raises(ConfigError):
+            load_state_dict(_plant(tmp_path / name, marker, how))
+    assert not marker.exists()
+
+
+def _unet_dir(root, marker) -> str:
+    import json
+
+    from curate.stages.inflate.train import build_unet
+
+    unet = build_unet(16, 1, (16, 32), 1, False, None)
+    (root / "unet").mkdir(parents=True)
+    (root / "unet" / "config.json").write_text(json.dumps(dict(unet.config)))
+    _plant(root / "unet" / "diffusion_pytorch_model.bin", marker, "torch")
+    return str(root)
+
+
+def test_inflate_load_refuses_pickled_unet_weights(tmp_path):
+    from curate.config import build_specs
+    from curate.stages.inflate.train import load_unet
+
+    marker = tmp_path / "marker"
+    pipe = _unet_dir(tmp_path / "pipe", marker)
+    with pytest.raises(ConfigError, match="never loaded"):
+        load_unet(pipe)
+    with pytest.raises(ConfigError, match="never loaded"):
+        build_specs([{"stage": "inflate.load", "path": pipe}])
+    assert not marker.exists()
+
+
+def test_inflate_train_resume_ignores_a_planted_pickle_checkpoint(tmp_path):
+    import json
+
+    import numpy as np
+
+    from curate.stages.inflate.train import train_diffusion
+
+    marker = tmp_path / "marker"
+    ck = tmp_path / "out" / "checkpoints" / "step-00000001"
+    _plant(ck / "state.pt", marker, "torch")
+    (ck / "state.json").write_text(json.dumps({"step": 1, "fingerprint": "f"}))
+    x = np.random.default_rng(0).integers(0, 256, (8, 1, 16, 16), dtype=np.uint8)
+    stats = train_diffusion(x, None, tmp_path / "out", steps=2, batch_size=4, block_out_channels=(16, 32),
+                            layers_per_block=1, attention=False, progress=False, fingerprint="f", checkpoint_every=1)
+    assert stats["train_steps"] == 2 and not marker.exists()
+    saved = tmp_path / "out" / "checkpoints" / "step-00000001"
+    assert (saved / "train_state.safetensors").is_file() and not (saved / "state.pt").exists()
+    more = train_diffusion(x, None, tmp_path / "out", steps=3, batch_size=4, block_out_channels=(16, 32),
+                           layers_per_block=1, attention=False, progress=False, fingerprint="f", checkpoint_every=1)
+    assert more["losses"][:1] == stats["losses"][:1] or more["train_steps"] == 3
+
+
+def test_train_encoder_resume_and_ssl_load_refuse_pickle(tmp_path):
+    import numpy as np
+
+    from curate.train.simclr import load_encoder, train
+
+    marker = tmp_path / "marker"
+    evil = _plant(tmp_path / "ssl.safetensors", marker, "torch")
+    x = np.random.default_rng(0).integers(0, 256, (8, 1, 16, 16), dtype=np.uint8)
+    with pytest.raises(ConfigError):
+        train(x, {"steps": 2, "batch_size": 4, "arch": "resnet_nano"}, resume=evil, progress=False)
+    with pytest.raises(ConfigError):
+        load_encoder(evil)
+    assert not marker.exists()
+
+
+def test_eval_probe_and_npz_sources_refuse_pickled_arrays(tmp_path):
+    import numpy as np
+
+    from curate.eval.data import load_probe
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / "probe.npz"
+    np.savez(evil, train_images=np.array([_Payload(str(marker))], dtype=object),
+             train_labels=np.zeros(1), test_images=np.zeros((1, 8, 8)), test_labels=np.zeros(1))
+    raw = _plant(tmp_path / "raw.npz", marker)
+    for path in (str(evil), raw):
+        with pytest.raises(ConfigError):
+            load_probe(path)
+    assert not marker.exists()
+
+
+def _kw(call, name):
+    import ast
+
+    return next((k.value.value for k in call.keywords if k.arg == name and isinstance(k.value, ast.Constant)), None)
+
+
+def test_no_unsafe_loader_in_the_code():
+    """Guard over curate/: torch.load(weights_only=True), np.load(allow_pickle=False),
+    from_pretrained(use_safetensors=True), no pickle / dill / joblib / shelve / marshal / yaml.load."""
+    import ast
+
+    bad = []
+    for d, _, files in os.walk(os.path.join(REPO, "curate")):
+        for f in sorted(files):
+            if not f.endswith(".py"):
+                continue
+            tree = ast.parse(open(os.path.join(d, f)).read())
+            for node in ast.walk(tree):
+                where = f"{f}:{getattr(node, 'lineno', 0)}"
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                    bad += [f"{where} import {m}" for m in mods
+                            if m.split(".")[0] in ("pickle", "dill", "joblib", "shelve", "marshal", "cloudpickle")]
+                if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                    continue
+                owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+                attr = node.func.attr
+                if owner == "torch" and attr == "load" and _kw(node, "weights_only") is not True:
+                    bad.append(f"{where} torch.load without weights_only=True")
+                if owner in ("np", "numpy") and attr == "load" and _kw(node, "allow_pickle") is not False:
+                    bad.append(f"{where} np.load without allow_pickle=False")
+                if attr == "from_pretrained" and _kw(node, "use_safetensors") is not True:
+                    bad.append(f"{where} from_pretrained without use_safetensors=True")
+                if owner == "yaml" and attr in ("load", "unsafe_load", "full_load", "load_all"):
+                    bad.append(f"{where} yaml.{attr}")
+    assert not bad, bad
