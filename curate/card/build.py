@@ -264,6 +264,24 @@ def _plot_samples(view: RunView, path: str, n: int = 24, seed: int = 0) -> str |
 
 
 # --------------------------------------------------------------------------- card
+def _privacy_lines(view: RunView) -> list[str]:
+    """Which salt and which path redaction applied, from ``RUN_DIR/secrets/<stage>.json`` (never the salt)."""
+    lines = []
+    for d, st in view.stages_of("ingest"):
+        path = io.join(view.run_dir, "secrets", f"{d}.json")
+        info = io.read_json(path) if io.exists(path) else {}
+        srcs = st["params"].get("sources", [])
+        red = info.get("redacted_sources", [])
+        salted = info.get("salted_sources", [])
+        salt = info.get("salt", "unknown")
+        lines.append(f"- {esc(d)}: salt for `group_id` / redacted paths: **{esc(salt)}**"
+                     + (" (not used: no source is hashed)" if not salted else "")
+                     + "; paths redacted: " + (", ".join(f"**yes** ({esc(srcs[i]['type'])})" if i in red else
+                                                         f"no ({esc(srcs[i]['type'])})" for i in range(len(srcs)))
+                                               or "no") + ".")
+    return lines
+
+
 def card_name(run_dir: str, pipeline: str) -> str:
     """The default card name: the run directory's name (or the pipeline's), made safe as a file name."""
     raw = os.path.basename(run_dir.rstrip("/")) or str(pipeline)
@@ -455,12 +473,13 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
            f"- rerun: {code('curate run PIPELINE.yaml --run-dir ' + str(s['run_dir']), table=False)} "
            "(completed partitions are skipped)",
            f"- python {platform.python_version()}; " + ", ".join(f"{k} {v}" for k, v in _versions().items()), "",
-           "## Privacy", "",
+           "## Privacy", "", *_privacy_lines(view),
            "- `group_id` is a salted BLAKE2 hash of patient/study/series (DICOM) or volume (NIfTI) identity; raw "
            "PatientID, names and other DICOM header fields are not copied into any table.",
            "- Images are re-encoded as 8-bit PNG pixels only; DICOM metadata and burned-in annotations are not "
            "checked: review pixel content before sharing.",
-           "- `source_uri` keeps the input file path; paths that contain identifiers should be renamed before sharing.",
+           "- `source_uri` keeps the input file path where paths are not redacted; paths that contain identifiers "
+           "should be redacted (`redact_paths: true`) or renamed before sharing.",
            ("- Paired text is present and kept verbatim: de-identify reports before sharing." if
             (ingested is not None and any(ingested.column("text").to_pylist())) else "- No paired text."), ""]
     path = os.path.join(out_dir, f"{name}.md")

@@ -417,3 +417,77 @@ def test_no_unsafe_loader_in_the_code():
                 if owner == "yaml" and attr in ("load", "unsafe_load", "full_load", "load_all"):
                     bad.append(f"{where} yaml.{attr}")
     assert not bad, bad
+
+
+# ------------------------------------------------------------- 4. identifiers in paths
+PHI = "PID-123_Doe^Jane"
+
+
+def _phi_dicom(root):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    d = root / "dicom" / PHI
+    d.mkdir(parents=True)
+    for i, z in enumerate([0.0, 5.0]):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PatientName, ds.PatientID = "Doe^Jane", "PID-123"
+        ds.ImagePositionPatient = [0.0, 0.0, z]
+        ds.save_as(d / f"{PHI}_{i}.dcm")
+    (d / f"{PHI}_broken.dcm").write_bytes(b"DICM not really")
+    return root / "dicom"
+
+
+def _run_phi(tmp_path, name, env=None):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump({"name": name, "stages": [
+        {"stage": "ingest", "sources": [{"type": "dicom", "path": str(tmp_path / "dicom"), "window": "minmax"}]},
+        {"stage": "dedup.exact"}, {"stage": "dedup.apply"}, {"stage": "shard"}]}))
+    proc = subprocess.run([sys.executable, "-m", "curate", "run", str(p), "--run-dir", str(tmp_path / name),
+                           "--scheduler", "sync", "--card-dir", str(tmp_path / "cards")], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO, **(env or {})})
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_planted_identifier_never_reaches_shards_cards_summary_or_output(tmp_path):
+    import pyarrow.parquet as pq
+
+    _phi_dicom(tmp_path)
+    proc = _run_phi(tmp_path, "phi")
+    run = tmp_path / "phi"
+    for needle in (PHI, "Doe^Jane", "PID-123", "Doe"):
+        assert needle not in proc.stdout + proc.stderr
+        for f in [*run.rglob("summary.json"), *run.rglob("pipeline.json"), *(tmp_path / "cards").rglob("*.md")]:
+            assert needle not in f.read_text(), f
+        for f in [p for p in run.rglob("*.parquet") if "secrets" not in p.parts]:
+            t = pq.read_table(f)
+            for col in t.column_names:
+                if t.schema.field(col).type in (__import__("pyarrow").string(), __import__("pyarrow").large_string()):
+                    assert not any(needle in (v or "") for v in t.column(col).to_pylist()), (f, col)
+    # the map back to the paths is in the run dir's secrets, private to the owner
+    maps = list((run / "secrets").glob("00_ingest-paths/part-*.json"))
+    assert maps and any(PHI in m.read_text() for m in maps)
+    salt = run / "secrets" / "salt"
+    assert (salt.stat().st_mode & 0o777) == 0o600
+    card = (tmp_path / "cards" / "phi.md").read_text()
+    assert "per\\-run random" in card or "per-run random" in card
+    assert "**yes** (dicom)" in card and salt.read_text() not in card
+
+
+def test_salt_is_per_run_unless_a_project_secret_is_given(tmp_path):
+    from tests.conftest import read_run_table
+
+    _phi_dicom(tmp_path)
+
+    def groups(name, env=None):
+        _run_phi(tmp_path, name, env)
+        t = read_run_table(tmp_path / name, "00_ingest")
+        return sorted(set(t.column("group_id").to_pylist())), sorted(t.column("source_uri").to_pylist())
+
+    a, b = groups("a"), groups("b")
+    assert a != b  # a random salt per run dir: no membership test across runs
+    s1, s2 = groups("s1", {"CURATE_SECRET": "correct horse battery"}), groups("s2", {"CURATE_SECRET": "correct horse battery"})
+    assert s1 == s2 and s1 != a
+    card = (tmp_path / "cards" / "s2.md").read_text()
+    assert "project secret" in card and "correct horse" not in card
