@@ -19,14 +19,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curate import registry
 from curate.errors import ConfigError
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def safe_name(v: str | None) -> str | None:
+    """Names become directory / file names: ``[A-Za-z0-9_.-]``, not starting with '.', at most 100 characters."""
+    if v is not None and not _SAFE_NAME.fullmatch(v):
+        raise ValueError(f"{v!r} is not a valid name: use letters, digits, '_', '.' and '-' only, not starting "
+                         f"with '.' (it becomes a directory name inside the run directory)")
+    return v
 
 
 def execution_field(default: Any, **kwargs: Any) -> Any:
@@ -49,6 +60,8 @@ class StageParams(BaseModel):
     on_error: Literal["raise", "skip", "quarantine"] = Field(
         "quarantine", description="what a bad sample does: stop the run, drop it (counted), or quarantine it"
     )
+
+    _name = field_validator("name")(classmethod(lambda cls, v: safe_name(v)))
 
 
 class StageSpec(BaseModel):
@@ -82,6 +95,8 @@ class PipelineConfig(BaseModel):
     run_dir: str | None = None
     seed: int = 0
     stages: list[dict[str, Any]]
+
+    _name = field_validator("name")(classmethod(lambda cls, v: safe_name(v)))
 
     def specs(self) -> list[StageSpec]:
         return build_specs(self.stages)

@@ -284,7 +284,10 @@ class Runner:
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         with io.RunLock(self.run_dir):
-            io.write_json({"name": self.cfg.name, "seed": self.cfg.seed, "stages": self.cfg.stages},
+            stages = [{k: ("**********" if k.endswith("_secret") and v else v) for k, v in st.items()}
+                      if isinstance(st, dict) else st for st in self.cfg.stages]  # secrets never hit the disk
+            io.write_json({"name": self.cfg.name, "description": self.cfg.description, "seed": self.cfg.seed,
+                           "stages": stages},
                           io.join(self.run_dir, "pipeline.json"))
             executor = make_executor(self.scheduler, self.workers)
             try:

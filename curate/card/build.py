@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 import yaml
 
 from curate import io, registry, viz
+from curate.card.escape import code, fence, md as esc
 from curate.errors import ConfigError
 from curate.stage import StageContext, Upstream
 
@@ -262,12 +264,37 @@ def _plot_samples(view: RunView, path: str, n: int = 24, seed: int = 0) -> str |
 
 
 # --------------------------------------------------------------------------- card
+def _privacy_lines(view: RunView) -> list[str]:
+    """Which salt and which path redaction applied, from ``RUN_DIR/secrets/<stage>.json`` (never the salt)."""
+    lines = []
+    for d, st in view.stages_of("ingest"):
+        path = io.join(view.run_dir, "secrets", f"{d}.json")
+        info = io.read_json(path) if io.exists(path) else {}
+        srcs = st["params"].get("sources", [])
+        red = info.get("redacted_sources", [])
+        salted = info.get("salted_sources", [])
+        salt = info.get("salt", "unknown")
+        lines.append(f"- {esc(d)}: salt for `group_id` / redacted paths: **{esc(salt)}**"
+                     + (" (not used: no source is hashed)" if not salted else "")
+                     + "; paths redacted: " + (", ".join(f"**yes** ({esc(srcs[i]['type'])})" if i in red else
+                                                         f"no ({esc(srcs[i]['type'])})" for i in range(len(srcs)))
+                                               or "no") + ".")
+    return lines
+
+
+def card_name(run_dir: str, pipeline: str) -> str:
+    """The default card name: the run directory's name (or the pipeline's), made safe as a file name."""
+    raw = os.path.basename(run_dir.rstrip("/")) or str(pipeline)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", raw).lstrip(".")
+    return safe[:100] or "run"
+
+
 def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = None,
                license: str = "other", task_categories: tuple[str, ...] = ("image-feature-extraction",)) -> str:
     """Write ``out_dir/<name>.md`` and its PNG assets; return the markdown path."""
     view = RunView(run_dir)
     s = view.summary
-    name = name or os.path.basename(view.run_dir.rstrip("/")) or s["pipeline"]
+    name = card_name(view.run_dir, s["pipeline"]) if name is None else io.check_name(name, "card name (--name)")
     asset_dir = os.path.join(out_dir, name)
     os.makedirs(asset_dir, exist_ok=True)
     rel = lambda p: f"{name}/{os.path.basename(p)}"  # noqa: E731
@@ -324,17 +351,20 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
     header = {"pretty_name": f"{s['pipeline']} (curated by curate)", "license": license,
               "size_categories": [_size_category(kept_total)], "task_categories": list(task_categories), "tags": tags}
     md = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
-          f"# Data card: {name}", "",
-          f"Pipeline **{s['pipeline']}**, run directory `{s['run_dir']}`, finished {s['finished']} "
-          f"in {s['seconds']} s on scheduler `{s.get('scheduler', '')}`.", "",
-          "## Summary", "",
-          f"**{a['ingested']:,} ingested = {a['kept']:,} kept + {a['removed']:,} removed + {a['quarantined']:,} "
-          f"quarantined** ({'balanced' if a['balanced'] else 'NOT balanced'})"
-          + (f"; {a['synthetic_added']:,} synthetic samples added" if a.get("synthetic_added") else "") + ". "
-          f"Duplicate groups emptied by dedup: **{a.get('groups_emptied', 0)}**; removals naming a representative "
-          f"that is not kept: **{a.get('representatives_not_kept', 0)}** (both must be 0: every removed sample "
-          "names a kept one).", "",
-          f"![accounting]({rel(figures['accounting'])})", ""]
+          f"# Data card: {esc(name)}", "",
+          f"Pipeline **{esc(s['pipeline'])}**, run directory {code(s['run_dir'])}, finished {esc(s['finished'])} "
+          f"in {s['seconds']} s on scheduler {code(s.get('scheduler', ''))}.", ""]
+    description = (view.pipeline or {}).get("description") or s.get("description")
+    if description:
+        md += [esc(description), ""]
+    md += ["## Summary", "",
+           f"**{a['ingested']:,} ingested = {a['kept']:,} kept + {a['removed']:,} removed + {a['quarantined']:,} "
+           f"quarantined** ({'balanced' if a['balanced'] else 'NOT balanced'})"
+           + (f"; {a['synthetic_added']:,} synthetic samples added" if a.get("synthetic_added") else "") + ". "
+           f"Duplicate groups emptied by dedup: **{a.get('groups_emptied', 0)}**; removals naming a representative "
+           f"that is not kept: **{a.get('representatives_not_kept', 0)}** (both must be 0: every removed sample "
+           "names a kept one).", "",
+           f"![accounting]({rel(figures['accounting'])})", ""]
 
     # --- sources
     md += ["## Sources", "", "| stage | type | path | windowing / options |", "|---|---|---|---|"]
@@ -342,7 +372,7 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
         for src in st["params"].get("sources", []):
             path = src.get("path") or src.get("images")
             opts = ", ".join(f"{k}={v}" for k, v in src.items() if k not in ("type", "path", "images"))
-            md.append(f"| {d} | {src['type']} | `{path}` | {opts} |")
+            md.append(f"| {esc(d)} | {esc(src['type'])} | {code(path)} | {esc(opts)} |")
     if ingested is not None and ingested.num_rows:
         groups = len(set(x for x in ingested.column("group_id").to_pylist() if x))
         labels = collections.Counter(x for x in ingested.column("label_name").to_pylist() if x) or \
@@ -353,24 +383,25 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
                    f"source files/arrays; {groups:,} patient/volume groups; {texts:,} with paired text; "
                    f"{chans.get(1, 0):,} gray and {chans.get(3, 0):,} RGB."]
         if labels:
-            md += ["", "Labels: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(labels.items(), key=lambda kv: str(kv[0])))]
+            md += ["", "Labels: " + ", ".join(f"{esc(k)}: {v:,}" for k, v in sorted(labels.items(), key=lambda kv: str(kv[0])))]
     md += [""]
 
     # --- stages
     md += ["## Stages", "", "| stage | key | partitions | rows out | counters | parameters |", "|---|---|---|---|---|---|"]
     for d, st in s["stages"].items():
-        rows = ", ".join(f"{k}={v:,}" for k, v in sorted(st.get("rows", {}).items()))
-        counters = ", ".join(f"{k}={v:,}" for k, v in sorted(st.get("counters", {}).items()))
+        rows = ", ".join(f"{esc(k)}={v:,}" for k, v in sorted(st.get("rows", {}).items()))
+        counters = ", ".join(f"{esc(k)}={v:,}" for k, v in sorted(st.get("counters", {}).items()))
         params = json.dumps({k: v for k, v in st["params"].items() if k != "sources"}, sort_keys=True)
-        md.append(f"| {d} | `{st['key']}` | {st['partitions']} | {rows} | {counters} | `{params}` |")
+        md.append(f"| {esc(d)} | {code(st['key'])} | {st['partitions']} | {rows} | {counters} | {code(params)} |")
     md += [""]
 
     # --- removals
     md += ["## What was removed and why", ""]
     if r_methods or q_reasons:
         md += ["| where | reason | samples |", "|---|---|---|"]
-        md += [f"| removed | {k} | {v:,} |" for k, v in sorted(r_methods.items())]
-        md += [f"| quarantined ({k.split(': ')[0]}) | {k.split(': ', 1)[1]} | {v:,} |" for k, v in sorted(q_reasons.items())]
+        md += [f"| removed | {esc(k)} | {v:,} |" for k, v in sorted(r_methods.items())]
+        md += [f"| quarantined ({esc(k.split(': ')[0])}) | {esc(k.split(': ', 1)[1])} | {v:,} |"
+               for k, v in sorted(q_reasons.items())]
         md += ["", f"![reasons]({rel(figures['reasons'])})", ""]
     else:
         md += ["Nothing was removed or quarantined.", ""]
@@ -386,7 +417,7 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
         n_pairs = pairs.num_rows
         kinds = collections.Counter(x for x in pairs.column("positive_kind").to_pylist() if x)
         md += ["## Mined pairs", "", f"{n_pairs:,} pair rows; positive kinds: "
-               + (", ".join(f"{k}: {v:,}" for k, v in sorted(kinds.items())) or "none") + ".", "",
+               + (", ".join(f"{esc(k)}: {v:,}" for k, v in sorted(kinds.items())) or "none") + ".", "",
                f"![mined pairs]({rel(figures['pairs'])})", ""]
 
     # --- synthetic / AdaInf
@@ -403,18 +434,18 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
                                       zip(rejected.column("method").to_pylist(), rejected.column("reason").to_pylist()))
             md += ["", f"{rejected.num_rows:,} generated images were rejected as near-copies of a real image "
                        "(memorisation) or of another generated one: "
-                   + ", ".join(f"{k} ({v:,})" for k, v in sorted(why.items())) + "."]
+                   + ", ".join(f"{esc(k)} ({v:,})" for k, v in sorted(why.items())) + "."]
         for row in adainf_rows:
             md += ["", "| AdaInf mode | real replication | real share / epoch | FD | precision | recall | augmentation |",
                    "|---|---|---|---|---|---|---|",
-                   f"| {row['mode']} | {row['real_replication']:.3g} | {row['real_share']:.3f} | "
+                   f"| {esc(row['mode'])} | {row['real_replication']:.3g} | {row['real_share']:.3f} | "
                    + " | ".join("-" if row.get(k) is None else f"{row[k]:.3f}" for k in ("fd", "precision", "recall"))
-                   + f" | `{row['augmentation']}` |"]
+                   + f" | {code(row['augmentation'])} |"]
             if row.get("rule"):
-                md += ["", f"Rule: {row['rule']}"]
+                md += ["", f"Rule: {esc(row['rule'])}"]
         if adainf:
-            md += ["", "AdaInf settings recorded in the shard index (Wang et al., ICLR 2024):", "", "```json",
-                   json.dumps(adainf, indent=2, sort_keys=True), "```"]
+            md += ["", "AdaInf settings recorded in the shard index (Wang et al., ICLR 2024):", "",
+                   *fence(json.dumps(adainf, indent=2, sort_keys=True), "json")]
         md += [""]
 
     from curate.card import quality as _quality  # quality / outliers / decontaminate sections
@@ -423,35 +454,38 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
     # --- shards + loading
     if shard:
         idx_path, index = shard
-        md += ["## Shards", "", f"Index: `{idx_path}`", "", "| shard | rows | bytes | sha256 |", "|---|---|---|---|"]
+        md += ["## Shards", "", f"Index: {code(idx_path)}", "", "| shard | rows | bytes | sha256 |", "|---|---|---|---|"]
         for sh in index.get("shards", []):
-            md.append(f"| `{sh.get('path')}` | {sh.get('rows', 0):,} | {sh.get('bytes', 0):,} | `{sh.get('sha256', '')}` |")
-        md += ["", "### How to load", "", "```python",
+            md.append(f"| {code(sh.get('path'))} | {sh.get('rows', 0):,} | {sh.get('bytes', 0):,} | "
+                      f"{code(sh.get('sha256', ''))} |")
+        md += ["", "### How to load", "", *fence("\n".join([
                "from curate.load import ShardDataset, ShardLoader, SimCLRAugment",
-               f'ds = ShardDataset("{idx_path}", rank=0, world_size=1, seed=0)',
+               f"ds = ShardDataset({json.dumps(idx_path)}, rank=0, world_size=1, seed=0)",
                "loader = ShardLoader(ds, batch_size=256, num_workers=2)  # batches land on the GPU when there is one",
                "aug = SimCLRAugment(64)",
-               'for batch in loader: v1, v2 = aug(batch["image"].float() / 255), aug(batch["image"].float() / 255)',
-               "```", ""]
+               'for batch in loader: v1, v2 = aug(batch["image"].float() / 255), aug(batch["image"].float() / 255)']),
+               "python"), ""]
     else:
-        md += ["## How to load", "", "This run has no shard stage; its kept samples are Parquet tables:", "", "```python",
-               "from curate.card.build import RunView",
-               f'kept = RunView("{s["run_dir"]}").table("samples")  # pyarrow.Table, PNG bytes in column "image"',
-               "```", ""]
+        md += ["## How to load", "", "This run has no shard stage; its kept samples are Parquet tables:", "",
+               *fence("\n".join(["from curate.card.build import RunView",
+                                 f'kept = RunView({json.dumps(s["run_dir"])}).table("samples")  '
+                                 '# pyarrow.Table, PNG bytes in column "image"']), "python"), ""]
     if "samples" in figures:
         md += [f"![samples]({rel(figures['samples'])})", ""]
 
     # --- reproducibility, privacy
     md += ["## Reproducibility", "", f"- seed: {s.get('seed')}",
-           "- config hashes: " + ", ".join(f"{d}=`{st['config_hash']}`" for d, st in s["stages"].items()),
-           f"- rerun: `curate run PIPELINE.yaml --run-dir {s['run_dir']}` (completed partitions are skipped)",
+           "- config hashes: " + ", ".join(f"{esc(d)}={code(st['config_hash'], table=False)}" for d, st in s["stages"].items()),
+           f"- rerun: {code('curate run PIPELINE.yaml --run-dir ' + str(s['run_dir']), table=False)} "
+           "(completed partitions are skipped)",
            f"- python {platform.python_version()}; " + ", ".join(f"{k} {v}" for k, v in _versions().items()), "",
-           "## Privacy", "",
+           "## Privacy", "", *_privacy_lines(view),
            "- `group_id` is a salted BLAKE2 hash of patient/study/series (DICOM) or volume (NIfTI) identity; raw "
            "PatientID, names and other DICOM header fields are not copied into any table.",
            "- Images are re-encoded as 8-bit PNG pixels only; DICOM metadata and burned-in annotations are not "
            "checked: review pixel content before sharing.",
-           "- `source_uri` keeps the input file path; paths that contain identifiers should be renamed before sharing.",
+           "- `source_uri` keeps the input file path where paths are not redacted; paths that contain identifiers "
+           "should be redacted (`redact_paths: true`) or renamed before sharing.",
            ("- Paired text is present and kept verbatim: de-identify reports before sharing." if
             (ingested is not None and any(ingested.column("text").to_pylist())) else "- No paired text."), ""]
     path = os.path.join(out_dir, f"{name}.md")

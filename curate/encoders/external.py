@@ -55,10 +55,14 @@ class OpenClipEncoder(Encoder):
         super().__init__()
         open_clip = _import("open_clip", "open_clip_torch", f"open_clip:{arch}")
         path = require_weights(opts, f"open_clip:{arch}")
-        try:
-            model = open_clip.create_model(arch, pretrained=path)
+        try:  # weights are read by curate's safe loader, never by open_clip's torch.load
+            model = open_clip.create_model(arch, pretrained=None)
         except Exception as err:  # noqa: BLE001
-            raise ConfigError(f"open_clip cannot build '{arch}' from '{path}': {err}") from None
+            raise ConfigError(f"open_clip cannot build '{arch}': {err}") from None
+        missing, _ = model.load_state_dict(load_state_dict(path), strict=False)
+        if missing:
+            raise ConfigError(f"encoder 'open_clip:{arch}': weights '{path}' lack {len(missing)} tensors "
+                              f"(e.g. {missing[:3]}); is it a checkpoint of this architecture?")
         visual = model.visual
         size = getattr(visual, "image_size", 224)
         self.module = _ClipImage(model)

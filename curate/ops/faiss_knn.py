@@ -131,7 +131,7 @@ def _load(vec_path: str, index_path: str):
     if hit is None:
         faiss = _faiss()
         _CACHE.clear()
-        hit = (np.load(vec_path, mmap_mode="r"), faiss.read_index(index_path))
+        hit = (np.load(vec_path, mmap_mode="r", allow_pickle=False), faiss.read_index(index_path))
         _CACHE[key] = hit
     return hit
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +22,27 @@ class Bad:
 @dataclass(frozen=True)
 class ReadOptions:
     max_pixels: int
-    group_salt: str
+    group_salt: str  # the run's resolved salt (curate.secrets), never the public default
 
 
 def salted_group(salt: str, *identity: Any) -> str:
     """A group id that identifies a patient / volume without revealing its identifiers."""
     blob = "\x1f".join(str(x) for x in identity)
     return hashlib.blake2b(f"{salt}\x1e{blob}".encode(), digest_size=8).hexdigest()
+
+
+def redact_uri(salt: str, path: str) -> str:
+    """The ``source_uri`` of a redacted path: a keyed BLAKE2 hash, ``redacted:<32 hex>``."""
+    key = hashlib.blake2b(f"curate-path\x1e{salt}".encode(), digest_size=32).digest()
+    return "redacted:" + hashlib.blake2b(str(path).encode(), key=key, digest_size=16).hexdigest()
+
+
+def scrub(text: str, path: str, replacement: str) -> str:
+    """``text`` with ``path`` and each of its file / folder names (3+ characters) replaced."""
+    parts = [path, os.path.abspath(path)] + [c for c in str(path).replace("\\", "/").split("/") if len(c) >= 3]
+    for s in sorted(set(parts), key=len, reverse=True):
+        text = text.replace(s, replacement)
+    return text
 
 
 def file_sha256(path: str) -> tuple[str, bytes]:

@@ -10,7 +10,7 @@ logged in the ``contamination`` table):
 * ``embedding`` - cosine >= ``embedding_threshold`` under the run's own ``embed`` stage (same encoder
   and, for ``pixels``, the same fitted PCA), when the pipeline embeds before this stage;
 * ``patient`` / ``study`` - DICOM PatientID / StudyInstanceUID equal, compared as salted hashes
-  (``group_salt``, which must equal ingest's) read from the file headers: no patient of a test set
+  (hashed with the run's secret salt, see ``curate.secrets``) read from the file headers: no patient of a test set
   stays in pretraining even when its images differ. Raw identifiers are never written.
 
 A removal is a filter decision (method ``decontaminate:<set>``, no representative; the matched
@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate import imaging, io, schemas
+from curate import imaging, io, schemas, secrets
 from curate.config import StageParams
 from curate.ops import faiss_knn, phash
 from curate.sources import salted_group
@@ -64,7 +64,6 @@ class DecontaminateParams(StageParams):
     embedding_threshold: float | None = Field(0.98, gt=0, le=1, description="cosine; null disables")
     patient: bool = True
     study: bool = True
-    group_salt: str = Field("curate", description="the run's ingest group_salt (identifiers are compared hashed)")
 
 
 MAP_SCHEMA = pa.schema([
@@ -76,14 +75,20 @@ MAP_SCHEMA = pa.schema([
 ])
 
 
-def _keys(table: pa.Table, salt: str) -> dict[str, list]:
-    """pHash and salted patient / study keys of a samples table."""
+def _salt(ctx: StageContext) -> str:
+    """The run's secret salt (``curate.secrets``): run and evaluation identifiers are hashed with the same one."""
+    return secrets.resolve_salt(ctx.run_dir)[0]
+
+
+def _keys(table: pa.Table, salt: str, run_dir: str | None = None) -> dict[str, list]:
+    """pHash and salted patient / study keys of a samples table (redacted paths resolved in ``run_dir``)."""
     arrays = [imaging.decode_png(b) for b in table.column("image").to_pylist()]
     ph = phash.hash_arrays(arrays)[0] if arrays else np.zeros(0, np.uint64)
     patient, study, seen = [], [], {}
-    for uri in table.column("source_uri").to_pylist():
+    uris = table.column("source_uri").to_pylist()
+    for uri, path in zip(uris, secrets.source_paths(run_dir, uris) if run_dir else uris):
         if uri not in seen:
-            tags = header_tags(uri, ("PatientID", "StudyInstanceUID"))
+            tags = header_tags(path, ("PatientID", "StudyInstanceUID"))
             seen[uri] = (None, None) if tags is None else tuple(
                 salted_group(salt, kind, tags[t]) if tags[t] else None
                 for kind, t in (("patient", "PatientID"), ("study", "StudyInstanceUID")))
@@ -101,15 +106,16 @@ class Decontaminate(GlobalStage):
     map_schema = MAP_SCHEMA
 
     def map(self, table: pa.Table, ctx: StageContext) -> pa.Table:
-        k = _keys(table, self.params.group_salt)
+        k = _keys(table, _salt(ctx), ctx.run_dir)
         return pa.table({"sample_id": table.column("sample_id"), "pixel_hash": table.column("pixel_hash"),
                          "phash": pa.array(k["phash"], pa.uint64()), "patient": pa.array(k["patient"], pa.string()),
                          "study": pa.array(k["study"], pa.string())}, schema=MAP_SCHEMA)
 
     # ---- evaluation sets ---------------------------------------------------------------
     def _read_eval(self, es: EvalSet, ctx: StageContext) -> pa.Table:
-        ing = Ingest(IngestParams(sources=es.sources, group_salt=self.params.group_salt))
-        sub = dataclasses.replace(ctx, stage=f"eval:{es.name}", stage_key="ingest", counters=ctx.counters.__class__(),
+        # read in place, never redacted: nothing of an evaluation set is written to the run
+        ing = Ingest(IngestParams(sources=[s.model_copy(update={"redact_paths": False}) for s in es.sources]))
+        sub = dataclasses.replace(ctx, stage=f"eval_{es.name}", stage_key="ingest", counters=ctx.counters.__class__(),
                                   quarantined=[], on_error="quarantine")
         parts = [ing.read(part, sub) for part in ing.plan(sub)]
         ctx.count(f"{es.name}:eval_samples", sum(t.num_rows for t in parts))
@@ -157,7 +163,7 @@ class Decontaminate(GlobalStage):
             ev_ids = ev.column("sample_id").to_pylist()
             if not ev_ids:
                 continue
-            k = _keys(ev, p.group_salt)
+            k = _keys(ev, _salt(ctx))
             found = {r: 0 for r in ROUTES}
 
             def add(rows, route, eval_idx, score):

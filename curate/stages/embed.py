@@ -166,7 +166,7 @@ class Embed(Stage):
         if io.exists(cache):
             fs, path = io.fs_and_path(cache)
             with fs.open(path, "rb") as f:
-                z = np.load(_io.BytesIO(f.read()))
+                z = np.load(_io.BytesIO(f.read()), allow_pickle=False)
             enc.set_state(z["A"], z["b"], int(z["components"]))
             enc.fit_samples = int(z["fit_samples"])
             return self._place(enc)

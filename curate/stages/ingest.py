@@ -21,16 +21,24 @@ import os
 from typing import Annotated, Literal, Union
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from curate import schemas
+from curate import imaging, io, schemas, secrets
 from curate.config import StageParams
-from curate.sources import Bad, ReadOptions, arrays, folder, medical, parquet
+from curate.errors import SampleError
+from curate.sources import Bad, ReadOptions, arrays, folder, medical, parquet, redact_uri, scrub
 from curate.stage import Partition, SourceStage, StageContext
 
 
 class _Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redact_paths: bool | None = Field(None, description="store a salted hash of each file path as source_uri "
+                                      "(map in RUN_DIR/secrets/); default: on for dicom, off otherwise")
+
+    @property
+    def redacted(self) -> bool:
+        return self.type == "dicom" if self.redact_paths is None else self.redact_paths
 
     @staticmethod
     def _must_exist(v: str | None) -> str | None:
@@ -100,7 +108,9 @@ class IngestParams(StageParams):
     sources: list[Source] = Field(..., min_length=1)
     partition_size: int = Field(2048, ge=1, description="samples (files, rows or slices) per partition")
     max_pixels: int = Field(40_000_000, ge=1, description="larger images are quarantined (reason too_large)")
-    group_salt: str = Field("curate", description="salt for hashing patient / volume identity into group_id")
+    group_secret: SecretStr | None = Field(None, description="project secret for group_id / redacted paths "
+                                           "(stable across runs); default: env CURATE_SECRET, else a random "
+                                           "per-run salt in RUN_DIR/secrets/salt")
 
 
 class Ingest(SourceStage):
@@ -108,8 +118,18 @@ class Ingest(SourceStage):
     Params = IngestParams
     outputs = ("samples",)
 
+    def _salt(self, ctx: StageContext) -> tuple[str, str]:
+        p: IngestParams = self.params
+        return secrets.resolve_salt(ctx.run_dir, p.group_secret.get_secret_value() if p.group_secret else None)
+
     def plan(self, ctx: StageContext) -> list[Partition]:
         p: IngestParams = self.params
+        salt, mode = self._salt(ctx)
+        salted = [src.redacted or src.type in ("dicom", "nifti") or getattr(src, "group_column", None) is not None
+                  for src in p.sources]
+        secrets.write_private_json({"salt": mode, "redacted_sources": [i for i, s in enumerate(p.sources) if s.redacted],
+                                    "salted_sources": [i for i, x in enumerate(salted) if x]},
+                                   io.join(secrets.secrets_dir(ctx.run_dir), f"{ctx.stage}.json"))
         parts = []
         for si, src in enumerate(p.sources):
             if src.type == "folder":
@@ -121,20 +141,22 @@ class Ingest(SourceStage):
             elif src.type == "parquet":
                 payloads = parquet.plan(src, p.partition_size)
             elif src.type == "dicom":
-                payloads = medical.plan_dicom(src, p.partition_size, p.group_salt)
+                payloads = medical.plan_dicom(src, p.partition_size, salt)
             else:
                 payloads = medical.plan_nifti(src, p.partition_size)
             for payload in payloads:
                 payload = {"source": si, **payload}
-                pid = hashlib.sha1(json.dumps([src.type, payload], sort_keys=True, default=str).encode()).hexdigest()[:16]
-                parts.append(Partition(pid, payload))
+                # the salt changes what a salted / redacted source writes, so its tag enters the partition id
+                ident = [src.type, payload] + ([secrets.salt_id(salt), src.redacted] if salted[si] else [])
+                pid = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+                parts.append(Partition(pid, {**payload, "_salt": salt if salted[si] else ""}))
         return parts
 
     def read(self, partition: Partition, ctx: StageContext) -> pa.Table:
         p: IngestParams = self.params
         payload = partition.payload
         src = p.sources[payload["source"]]
-        opts = ReadOptions(max_pixels=p.max_pixels, group_salt=p.group_salt)
+        opts = ReadOptions(max_pixels=p.max_pixels, group_salt=payload.get("_salt", ""))
         if src.type == "folder":
             items = folder.read(payload, opts)
         elif src.type in ("npz", "idx"):
@@ -145,6 +167,8 @@ class Ingest(SourceStage):
             items = medical.read_dicom(payload, opts)
         else:
             items = medical.read_nifti(payload, opts)
+        if src.redacted:
+            items = self._redact(items, opts.group_salt, ctx)
         rows = []
         for item in items:
             if isinstance(item, Bad):
@@ -153,3 +177,22 @@ class Ingest(SourceStage):
                 rows.append(item)
         ctx.count("samples", len(rows))
         return pa.Table.from_pylist(rows, schema=schemas.SAMPLES)
+
+    @staticmethod
+    def _redact(items, salt: str, ctx: StageContext):
+        """Replace each path by its keyed hash (source_uri, sample_id, quarantine detail); record the map
+        in ``RUN_DIR/secrets/<stage>-paths/part-<pid>.json`` (mode 0600), never in a table."""
+        mapping: dict[str, str] = {}
+        for item in items:
+            path = item.source_uri if isinstance(item, Bad) else item["source_uri"]
+            uri = redact_uri(salt, path)
+            mapping[uri] = path
+            if isinstance(item, Bad):
+                err = SampleError(item.error.reason, scrub(item.error.detail, path, uri))
+                yield Bad(err, uri, item.source_index)
+            else:
+                yield {**item, "source_uri": uri,
+                       "sample_id": imaging.sample_id(item["pixel_hash"], uri, item["source_index"])}
+        secrets.write_private_json(mapping, io.part_path(secrets.secrets_dir(ctx.run_dir), f"{ctx.stage}-paths",
+                                                         ctx.partition_id, ext="json"))
+        ctx.count("redacted_paths", len(mapping))

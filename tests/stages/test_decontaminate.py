@@ -36,7 +36,7 @@ def test_routes_exact_phash_patient_study(tmp_path):
     # test set: patient A again (other study, very different pixels), patient E's study (other pixels)
     _dicom(test_dcm / "a2.dcm", "PAT-A", "1.9", "1.9.1", (base.max() - base)[:, ::-1].copy())
     _dicom(test_dcm / "e2.dcm", "PAT-X", "5.1", "5.1.9", np.roll(base, 31, axis=1)[::-1].copy())
-    cfg0 = {"stage": "ingest", "sources": [{"type": "dicom", "path": str(train)}]}
+    cfg0 = {"stage": "ingest", "sources": [{"type": "dicom", "path": str(train), "redact_paths": False}]}
     run_pipeline(PipelineConfig(name="i", stages=[cfg0]), run_dir=str(tmp_path / "r0"), scheduler="sync",
                  progress=False)
     s0 = read_run_table(tmp_path / "r0", "00_ingest")

@@ -133,7 +133,8 @@ def _ct_series(tmp_path):
 
 def test_dicom_series_order_rescale_window_and_group(tmp_path):
     d = _ct_series(tmp_path)
-    samples, quarantine, _ = ingest(tmp_path, [{"type": "dicom", "path": str(d), "window": [0, 2000]}])
+    samples, quarantine, _ = ingest(tmp_path, [{"type": "dicom", "path": str(d), "window": [0, 2000],
+                                                "redact_paths": False}])
     assert quarantine.num_rows == 0 and samples.num_rows == 3
     rows = sorted(samples.to_pylist(), key=lambda r: r["slice_index"])
     assert [os.path.basename(r["source_uri"]) for r in rows] == ["x2.dcm", "x3.dcm", "x1.dcm"]
@@ -166,7 +167,8 @@ def test_dicom_multiframe_monochrome1_and_unreadable(tmp_path):
     ds2.save_as(d / "mono2.dcm")
     raw = (d / "mono2.dcm").read_bytes()
     (d / "broken.dcm").write_bytes(raw[: len(raw) - 3000])  # truncated inside the pixel data
-    samples, quarantine, _ = ingest(tmp_path, [{"type": "dicom", "path": str(d), "window": "minmax"}])
+    samples, quarantine, _ = ingest(tmp_path, [{"type": "dicom", "path": str(d), "window": "minmax",
+                                                "redact_paths": False}])
     multi = samples.filter(pa.compute.ends_with(samples.column("source_uri"), "multi.dcm"))
     assert multi.num_rows == 10 and sorted(multi.column("slice_index").to_pylist()) == list(range(10))
     by = {os.path.basename(r["source_uri"]): r for r in samples.to_pylist()}

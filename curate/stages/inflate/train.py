@@ -5,7 +5,7 @@
 prediction, linear betas 1e-4..0.02, T = 1000) on the kept real samples,
 optionally class-conditional (``num_class_embeds``), keeps EMA weights (decay
 0.9999 with warm-up, as in DDPM), trains in bf16 autocast on CUDA only and
-writes resumable checkpoints. ``inflate.load`` points at an existing local
+writes resumable checkpoints (safetensors + JSON via :mod:`curate.statefile`; nothing is unpickled). ``inflate.load`` points at an existing local
 diffusers pipeline directory instead (never a hub download).
 
 Both are global stages that write one row of the ``generator`` table (id,
@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
-from curate import imaging, io
+from curate import imaging, io, statefile
 from curate.config import StageParams, execution_field
 from curate.encoders.base import file_digest
 from curate.errors import ConfigError, StageError
@@ -60,6 +60,7 @@ GENERATOR = pa.schema(
 
 PIPELINE_DIR = "pipeline"
 CKPT_DIR = "checkpoints"
+STATE = "train_state"  # step-*/train_state.safetensors + train_state.json (curate.statefile)
 
 
 def device_auto(device: str = "auto") -> str:
@@ -92,14 +93,20 @@ def resolve_pipeline(path: str | os.PathLike) -> tuple[Path, str | None]:
     return root, sub
 
 
+def _weights_file(root: Path, sub: str | None) -> Path:
+    """The UNet's safetensors weights; pickle-based ``*.bin`` is refused (ConfigError)."""
+    d = (root / sub) if sub else root
+    weights = sorted(d.glob("*.safetensors"))
+    if not weights:
+        pickled = "; pickle-based *.bin weights are never loaded: convert them with `UNet2DModel.from_pretrained(dir)" \
+                  ".save_pretrained(dir, safe_serialization=True)` where you trust them" if any(d.glob("*.bin")) else ""
+        raise ConfigError(f"inflate: no UNet weights (*.safetensors) in '{d}'{pickled}")
+    return weights[0]
+
+
 def generator_id_of(path: str | os.PathLike) -> str:
     """A content id of a pipeline: its UNet weights digest."""
-    root, sub = resolve_pipeline(path)
-    d = (root / sub) if sub else root
-    weights = sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))
-    if not weights:
-        raise ConfigError(f"inflate: no UNet weights (*.safetensors / *.bin) in '{d}'")
-    return f"ddpm-{file_digest(str(weights[0]))}"
+    return f"ddpm-{file_digest(str(_weights_file(*resolve_pipeline(path))))}"
 
 
 def load_unet(path: str | os.PathLike, device: str = "cpu"):
@@ -107,7 +114,9 @@ def load_unet(path: str | os.PathLike, device: str = "cpu"):
     from diffusers import DDPMScheduler, UNet2DModel
 
     root, sub = resolve_pipeline(path)
-    unet = UNet2DModel.from_pretrained(str(root), subfolder=sub, local_files_only=True, low_cpu_mem_usage=False)
+    _weights_file(root, sub)  # ConfigError unless safetensors weights are there
+    unet = UNet2DModel.from_pretrained(str(root), subfolder=sub, local_files_only=True, low_cpu_mem_usage=False,
+                                       use_safetensors=True)
     unet.to(device).eval()
     if (root / "scheduler" / "scheduler_config.json").is_file():
         sched_cfg = dict(DDPMScheduler.load_config(str(root), subfolder="scheduler", local_files_only=True))
@@ -194,13 +203,23 @@ def build_unet(image_size: int, channels: int, block_out_channels: tuple[int, ..
 
 
 def _latest_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
+    """Newest ``step-*`` checkpoint of this fingerprint in the safetensors + JSON format.
+
+    Directories without it (e.g. a pickled ``state.pt`` of an older version or a planted one) are
+    ignored, never unpickled."""
     if not ckpt_root.is_dir():
         return None
     best = None
     for d in sorted(ckpt_root.glob("step-*")):
         state = d / "state.json"
-        if state.is_file() and json.loads(state.read_text()).get("fingerprint") == fingerprint:
+        try:
+            ok = json.loads(state.read_text()).get("fingerprint") == fingerprint
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if ok and statefile.exists(str(d / STATE)):
             best = d
+        elif ok:
+            log.warning("inflate.train: ignoring checkpoint %s (not in the safetensors format)", d)
     return best
 
 
@@ -235,7 +254,7 @@ def train_diffusion(data: np.ndarray, labels: np.ndarray | None, out_dir: str | 
     rng = np.random.default_rng(seed)
     ckpt = _latest_checkpoint(ckpt_root, fingerprint)
     if ckpt is not None:
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        state = statefile.load(str(ckpt / STATE))
         unet.load_state_dict(state["unet"])  # copies onto the device of the live parameters
         opt.load_state_dict(state["opt"])  # optimizer state follows its parameters' device
         ema.load_state_dict(state["ema"])
@@ -256,9 +275,9 @@ def train_diffusion(data: np.ndarray, labels: np.ndarray | None, out_dir: str | 
         tmp = ckpt_root / f".tmp-step-{step:08d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        torch.save({"unet": unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-                    "losses": losses}, tmp / "state.pt")
+        statefile.save({"unet": unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
+                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                        "losses": losses}, str(tmp / STATE))
         (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
@@ -402,7 +421,7 @@ class InflateLoad(GlobalStage):
         @classmethod
         def _exists(cls, v: str) -> str:
             try:
-                resolve_pipeline(v)
+                _weights_file(*resolve_pipeline(v))
             except ConfigError as err:
                 raise ValueError(str(err)) from None
             return v

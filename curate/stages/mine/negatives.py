@@ -88,7 +88,7 @@ def _aux(path: str) -> dict:
     hit = _AUX.get(key)
     if hit is None:
         _AUX.clear()
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             hit = {k: z[k] for k in z.files}
         _AUX[key] = hit
     return hit

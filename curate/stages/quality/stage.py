@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate import imaging, schemas
+from curate import imaging, schemas, secrets
 from curate.config import StageParams
 from curate.stage import GlobalStage, StageContext
 from curate.stages import filters
@@ -129,7 +129,8 @@ class Quality(GlobalStage):
         sc = score_images(table.column("image").to_pylist(), p.blank_tolerance)
         h, w = table.column("height").to_numpy(), table.column("width").to_numpy()
         sc["odd_aspect_ratio"] = geometry.aspect_ratio(h, w)
-        bia = medical.burned_in(table.column("source_uri").to_pylist()) if p.burned_in_annotation.enabled \
+        bia = medical.burned_in(secrets.source_paths(ctx.run_dir, table.column("source_uri").to_pylist())) \
+            if p.burned_in_annotation.enabled \
             else np.full(table.num_rows, np.nan)
         sc["burned_in_annotation"] = 1.0 - bia
         ctx.count("undecodable", int(np.isnan(sc["dark"]).sum()))

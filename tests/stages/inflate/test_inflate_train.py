@@ -19,7 +19,8 @@ def test_tiny_unet_loss_drops_and_checkpoint_resumes(tmp_path):
     assert len(losses) == 4
     assert losses[-1] < 0.6 * losses[0]
     assert (tmp_path / "pipeline" / "model_index.json").is_file()
-    assert (tmp_path / "checkpoints" / "step-00000012" / "state.pt").is_file()
+    assert (tmp_path / "checkpoints" / "step-00000012" / "train_state.safetensors").is_file()
+    assert not list(tmp_path.rglob("*.pt"))  # no pickle anywhere
     unet, sched, meta = load_unet(tmp_path / "pipeline")
     assert unet.config.num_class_embeds == 2 and unet.config.sample_size == 16
     assert meta["n_train"] == 48

@@ -88,7 +88,11 @@ def test_burned_in_annotation_read_from_dicom_header(tmp_path):
         {"stage": "dedup.apply"}])
     summary = run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)
     samples = read_run_table(tmp_path / "run", "00_ingest")
-    name = dict(zip(samples.column("sample_id").to_pylist(), samples.column("source_uri").to_pylist()))
+    from curate import secrets
+
+    uris = samples.column("source_uri").to_pylist()
+    assert all(u.startswith("redacted:") for u in uris)  # DICOM paths are redacted; quality reads them back
+    name = dict(zip(samples.column("sample_id").to_pylist(), secrets.source_paths(str(tmp_path / "run"), uris)))
     q = read_run_table(tmp_path / "run", "01_quality")
     got = {name[s].rsplit("/", 1)[-1]: f for s, f in zip(q.column("sample_id").to_pylist(),
                                                          q.column("burned_in_annotation").to_pylist())}
