@@ -168,6 +168,10 @@ class DaskExecutor:
                 raise ConfigError(f"cannot reach Dask scheduler at {address}: {err}. Start one with "
                                   f"`dask scheduler` and `dask worker {address}`, or use --scheduler sync") from None
             self.name = address
+            # a lost scheduler is reported once, as a ClusterError; not as reconnect tracebacks
+            # (CURATE_DEBUG=1 keeps distributed's client log)
+            if not os.environ.get("CURATE_DEBUG"):
+                logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
             self._wait_for_workers(address, worker_wait)
         else:
             n = workers or max(1, os.cpu_count() or 1)

@@ -32,6 +32,8 @@ from tests.conftest import read_run_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY = sys.executable
+# the curate CLI with the test stages registered (test.invert)
+CLI = [PY, "-c", "import runpy, tests._stages; runpy.run_module('curate', run_name='__main__')"]
 DASK = os.path.join(os.path.dirname(sys.executable), "dask")
 
 
@@ -132,15 +134,17 @@ def dask_cluster(base, n_workers: int):
 
 
 def _curate(args, cwd, timeout: float = 240, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "curate", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": REPO, "NO_COLOR": "1", **env})
 
 
-def _wait_for(pred, timeout: float, what: str) -> None:
+def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
             return
+        if proc.poll() is not None:
+            raise AssertionError(f"curate exited ({proc.returncode}) before {what}: {proc.communicate()}")
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -318,11 +322,11 @@ def test_scheduler_lost_mid_run_exits_1_without_traceback(tmp_path):
         {"stage": "test.invert", "sleep": 1.0}]}))
     run = tmp_path / "run"
     with dask_cluster(str(tmp_path / "cluster"), 1) as (addr, procs):
-        proc = subprocess.Popen([PY, "-m", "curate", "run", "p.yaml", "--run-dir", "run", "--scheduler", addr,
+        proc = subprocess.Popen([*CLI, "run", "p.yaml", "--run-dir", "run", "--scheduler", addr,
                                  "--no-card", "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPO})
         try:
-            _wait_for(lambda: _manifests(run, "01_test_invert") >= 1, 120, "the first test.invert partition")
+            _wait_for(lambda: _manifests(run, "01_test_invert") >= 1, 120, "the first test.invert partition", proc)
             procs["scheduler"].kill()
             _, err = proc.communicate(timeout=120)
         finally:
@@ -351,11 +355,11 @@ def test_killed_worker_and_workers_in_other_dirs_give_the_sync_tables(tmp_path):
     assert sync.returncode == 0, sync.stderr
     dist_dir = proj / "runs" / "dist"
     with dask_cluster(str(tmp_path / "cluster"), 3) as (addr, procs):
-        proc = subprocess.Popen([PY, "-m", "curate", "run", "p.yaml", "--run-dir", "runs/dist", "--scheduler", addr,
+        proc = subprocess.Popen([*CLI, "run", "p.yaml", "--run-dir", "runs/dist", "--scheduler", addr,
                                  "--no-card", "--quiet"], cwd=proj, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPO})
         try:
-            _wait_for(lambda: _manifests(dist_dir, "01_test_invert") >= 2, 180, "test.invert to be under way")
+            _wait_for(lambda: _manifests(dist_dir, "01_test_invert") >= 2, 180, "test.invert to be under way", proc)
             assert _manifests(dist_dir, "01_test_invert") < 11, "the worker should die mid-stage"
             procs["workers"][0].kill()
             out, err = proc.communicate(timeout=240)
