@@ -373,3 +373,38 @@ def test_killed_worker_and_workers_in_other_dirs_give_the_sync_tables(tmp_path):
     assert [k for k in a if a[k] != b[k]] == []
     for w in ("w0", "w1", "w2"):  # nothing was written relative to the workers' own directories
         assert "runs" not in os.listdir(tmp_path / "cluster" / w)
+
+
+# ------------------------------------------------------ item 10: the verification cache
+def _shard_files(out_dir) -> list[str]:
+    from curate.load.index import read_index
+
+    return [s.path for s in read_index(str(out_dir)).shards]
+
+
+def test_shard_replaced_by_another_valid_shard_is_caught_by_a_new_dataset(tmp_path):
+    from curate.load.dataset import ShardDataset
+    from curate.load.index import ShardIntegrityError
+    from tests.load._shards import make_shards
+
+    out = tmp_path / "shards"
+    samples, *_ = make_shards(out, n=30, max_rows=10, rg=5)
+    first = [x["sample_id"] for x in ShardDataset(str(out), shuffle=False, decode=False)]
+    assert sorted(first) == sorted(samples.column("sample_id").to_pylist())
+    files = _shard_files(out)
+    time.sleep(0.01)
+    shutil.copy(files[1], files[0])  # a valid shard, same size and rows, other samples
+    with pytest.raises(ShardIntegrityError, match=rf"shard '{files[0]}' is corrupt or was modified"):
+        list(ShardDataset(str(out), shuffle=False, decode=False))
+
+
+def test_shard_rows_are_checked_against_the_index(tmp_path):
+    from curate.load.dataset import ShardDataset
+    from tests.load._shards import make_shards
+
+    out = tmp_path / "shards"
+    make_shards(out, n=25, max_rows=10, rg=5)
+    files = _shard_files(out)
+    shutil.copy(files[0], files[2])  # more rows (and row groups) than the index records
+    with pytest.raises(CurateError, match=rf"shard '{files[2]}' has \d+ rows .* records \d+ in .*re-run `curate shard`"):
+        list(ShardDataset(str(out), shuffle=False, decode=False, verify=False))
