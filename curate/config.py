@@ -21,10 +21,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curate import registry
 from curate.errors import ConfigError
@@ -49,6 +49,20 @@ def execution_field(default: Any, **kwargs: Any) -> Any:
 def execution_keys(params: "StageParams") -> set[str]:
     return {k for k, f in type(params).model_fields.items()
             if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("execution")}
+
+
+def absolute_path(path: str | None) -> str | None:
+    """``path`` made absolute against the current directory (URLs such as ``s3://b/k`` unchanged).
+
+    Config is validated on the driver, so every path a task carries is absolute and means the same
+    file on a Dask worker started in another directory."""
+    if path is None or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+# a local file or directory named in a pipeline: resolved to an absolute path when the config is built
+LocalPath = Annotated[str, AfterValidator(absolute_path)]
 
 
 class StageParams(BaseModel):

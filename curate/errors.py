@@ -3,6 +3,7 @@
 * :class:`ConfigError` (exit 2): bad pipeline, unknown key, missing file -
   raised before any compute, with a message saying how to fix it.
 * :class:`StageError` (exit 1): a runtime failure, naming stage and partition.
+* :class:`ClusterError` (exit 1): the Dask scheduler was lost mid-run; rerun to resume.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class RunLockedError(CurateError):
     """Another curate run holds the run directory."""
 
     exit_code = 3
+
+
+class ClusterError(CurateError):
+    """The Dask cluster failed under the run (scheduler lost); finished partitions are kept (exit 1)."""
 
 
 class StageError(CurateError):

@@ -25,13 +25,14 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from curate import io, registry, schemas, stats
-from curate.config import PipelineConfig, StageParams, StageSpec, config_hash
-from curate.errors import ConfigError, CurateError, SampleError, StageError
+from curate.config import PipelineConfig, StageParams, StageSpec, absolute_path, config_hash
+from curate.errors import ClusterError, ConfigError, CurateError, SampleError, StageError
 from curate.stage import GlobalStage, Partition, SourceStage, Stage, StageContext, Upstream, instance
 
 log = logging.getLogger("curate")
 
 MAP_DIR = "_map"
+WORKER_WAIT_S = 30.0  # default wait for the first Dask worker of an existing cluster (CURATE_WORKER_WAIT)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -142,10 +143,25 @@ class SyncExecutor:
         pass
 
 
-class DaskExecutor:
-    """Runs tasks on a Dask distributed cluster (embedded LocalCluster or remote)."""
+def _cluster_failure(err: BaseException) -> bool:
+    """True for the errors a client sees when its scheduler or comms go away (not a task's own error)."""
+    import asyncio
+    import concurrent.futures
 
-    def __init__(self, address: str | None, workers: int | None):
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(err, (asyncio.CancelledError, concurrent.futures.CancelledError, CommClosedError,
+                            ConnectionError, asyncio.TimeoutError, TimeoutError, KilledWorker))
+
+
+class DaskExecutor:
+    """Runs tasks on a Dask distributed cluster (embedded LocalCluster or remote).
+
+    An existing cluster must have a worker within ``worker_wait`` seconds (else :class:`ConfigError`);
+    a scheduler lost mid-run is a :class:`ClusterError` (exit 1), and rerunning resumes."""
+
+    def __init__(self, address: str | None, workers: int | None, worker_wait: float | None = None):
         import dask
         from distributed import Client, LocalCluster
 
@@ -158,6 +174,11 @@ class DaskExecutor:
                 raise ConfigError(f"cannot reach Dask scheduler at {address}: {err}. Start one with "
                                   f"`dask scheduler` and `dask worker {address}`, or use --scheduler sync") from None
             self.name = address
+            # a lost scheduler is reported once, as a ClusterError; not as reconnect tracebacks
+            # (CURATE_DEBUG=1 keeps distributed's client log)
+            if not os.environ.get("CURATE_DEBUG"):
+                logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+            self._wait_for_workers(address, worker_wait)
         else:
             n = workers or max(1, os.cpu_count() or 1)
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
@@ -165,30 +186,74 @@ class DaskExecutor:
             self.client = Client(self.cluster)
             self.name = f"local cluster ({n} workers)"
 
+    def _wait_for_workers(self, address: str, wait: float | None) -> None:
+        if wait is None:
+            wait = float(os.environ.get("CURATE_WORKER_WAIT") or WORKER_WAIT_S)
+        try:
+            self.client.wait_for_workers(1, timeout=wait)
+        except (TimeoutError, OSError) as err:
+            self._quiet_close()
+            if not isinstance(err, TimeoutError) and not _cluster_failure(err):
+                raise
+            raise ConfigError(f"no Dask workers connected to {address} within {wait:g} s; start one with "
+                              f"`dask worker {address}` (curate installed, the run dir and inputs visible), "
+                              f"wait longer with CURATE_WORKER_WAIT=SECONDS, or use --scheduler sync") from None
+
+    def _lost(self, err: BaseException) -> ClusterError:
+        from distributed.scheduler import KilledWorker
+
+        self._quiet_close()
+        if isinstance(err, KilledWorker):
+            return ClusterError(f"a task killed every Dask worker that ran it ({err}); a worker ran out of memory "
+                                f"or crashed: give workers more memory (or lower partition_size) and rerun to resume")
+        return ClusterError(f"lost the Dask scheduler {self.name} during the run "
+                            f"({type(err).__name__}{': ' + str(err) if str(err) else ''}); finished partitions "
+                            f"are kept: restart the scheduler and workers and rerun the same command to resume")
+
     def as_completed(self, fn: Callable, items: list) -> Iterator[Any]:
         from distributed import as_completed
 
-        futures = self.client.map(fn, items, pure=False)
-        for fut in as_completed(futures):
-            yield fut.result()
+        try:
+            futures = self.client.map(fn, items, pure=False)
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException as err:
+            if _cluster_failure(err):
+                raise self._lost(err) from err
+            raise
 
     def map(self, fn: Callable, items: list) -> list:
-        return self.client.gather(self.client.map(fn, items, pure=False))
+        try:
+            return self.client.gather(self.client.map(fn, items, pure=False))
+        except BaseException as err:
+            if _cluster_failure(err):
+                raise self._lost(err) from err
+            raise
+
+    def _quiet_close(self) -> None:
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)  # no reconnect tracebacks after we gave up
+        try:
+            self.client.close(timeout=2)
+        except BaseException:  # noqa: BLE001 - the scheduler is gone: nothing to close cleanly
+            pass
+        self.closed = True
 
     def close(self) -> None:
+        if getattr(self, "closed", False):
+            return
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
 
 
-def make_executor(scheduler: str | None, workers: int | None):
+def make_executor(scheduler: str | None, workers: int | None, worker_wait: float | None = None):
     scheduler = scheduler or os.environ.get("CURATE_SCHEDULER") or "local"
     if scheduler == "sync":
         return SyncExecutor()
     if scheduler == "local":
         return DaskExecutor(None, workers)
     if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
-        return DaskExecutor(scheduler, workers)
+        return DaskExecutor(scheduler, workers, worker_wait)
     raise ConfigError(f"--scheduler '{scheduler}': use 'sync', 'local' or a Dask address like tcp://HOST:8786")
 
 
@@ -236,13 +301,16 @@ class Runner:
     """Plans and executes a pipeline in a run directory."""
 
     def __init__(self, cfg: PipelineConfig, run_dir: str | None = None, scheduler: str | None = None,
-                 workers: int | None = None, force: bool = False, progress: bool = True):
+                 workers: int | None = None, force: bool = False, progress: bool = True,
+                 worker_wait: float | None = None):
         self.cfg = cfg
         run_dir = run_dir or cfg.run_dir
         if not run_dir:
             raise ConfigError("no run directory: pass --run-dir or set `run_dir:` in the pipeline")
-        self.run_dir = str(run_dir).rstrip("/")
+        # absolute on the driver: a worker started in another directory writes to the same place
+        self.run_dir = absolute_path(str(run_dir)).rstrip("/")
         self.scheduler, self.workers, self.force, self.progress = scheduler, workers, force, progress
+        self.worker_wait = worker_wait
         self.plans = plan_stages(cfg)
 
     # ---- planning (also used by --dry-run) ----------------------------------------
@@ -289,7 +357,7 @@ class Runner:
             io.write_json({"name": self.cfg.name, "description": self.cfg.description, "seed": self.cfg.seed,
                            "stages": stages},
                           io.join(self.run_dir, "pipeline.json"))
-            executor = make_executor(self.scheduler, self.workers)
+            executor = make_executor(self.scheduler, self.workers, self.worker_wait)
             try:
                 with _progress(self.progress) as bar:
                     for plan in self.plans:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pyarrow as pa
 
@@ -14,6 +15,7 @@ from curate.stage import Stage
 class InvertParams(StageParams):
     log_dir: str | None = None
     fail_on: str | None = None  # partition id to fail on (runtime error test)
+    sleep: float = 0.0  # seconds per partition (lets fault tests act mid-stage)
 
 
 class Invert(Stage):
@@ -24,6 +26,7 @@ class Invert(Stage):
         if self.params.log_dir:
             with open(os.path.join(self.params.log_dir, f"{ctx.partition_id}.log"), "a") as f:
                 f.write("x")
+        time.sleep(self.params.sleep)
         if self.params.fail_on == ctx.partition_id or self.params.fail_on == "*":
             raise RuntimeError("planted failure")
         images = [imaging.encode_png(255 - imaging.decode_png(b)) for b in table.column("image").to_pylist()]

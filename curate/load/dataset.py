@@ -333,7 +333,13 @@ class ShardDataset(IterableDataset):
                 self._verified.add(s)
             elif not os.path.isfile(info.path):
                 raise CurateError(f"shard '{info.path}' listed in {self.index_path} is missing")
-            f = self._files[s] = pq.ParquetFile(info.path)
+            f = pq.ParquetFile(info.path)
+            groups = tuple(f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups))
+            if f.metadata.num_rows != info.rows or groups != info.row_groups:
+                raise CurateError(f"shard '{info.path}' has {f.metadata.num_rows} rows in row groups {list(groups)}, "
+                                  f"but {self.index_path} records {info.rows} in {list(info.row_groups)}; the shard "
+                                  f"and its index do not belong together: re-run `curate shard`")
+            self._files[s] = f
         return f
 
     def _read_block(self, b: int, columns: list[str], pixels: bool = True) -> dict[str, list]:

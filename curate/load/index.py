@@ -103,18 +103,24 @@ def sha256_file(path: str, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-_VERIFIED: set[tuple[str, str]] = set()
+# (path, device, inode, size, mtime_ns, sha256 in the index) of files hashed in this process: a file
+# replaced or rewritten since (another valid shard copied over it) has another key and is hashed again
+_VERIFIED: set[tuple] = set()
 
 
 def verify_shard(shard: ShardInfo, index_path: str = "") -> None:
-    """Check size and sha256 once per process; raise :class:`ShardIntegrityError` naming the file."""
-    key = (shard.path, shard.sha256)
-    if key in _VERIFIED:
-        return
-    if not os.path.isfile(shard.path):
+    """Check size and sha256 once per process and file version; raise :class:`ShardIntegrityError`."""
+    try:
+        st = os.stat(shard.path)
+    except OSError:
+        st = None
+    if st is None or not os.path.isfile(shard.path):
         raise ShardIntegrityError(f"shard '{shard.path}' listed in {index_path or 'index.json'} is missing; "
                                   f"copy the whole shards folder or rerun `curate shard`")
-    size = os.path.getsize(shard.path)
+    key = (shard.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, shard.sha256)
+    if key in _VERIFIED:
+        return
+    size = st.st_size
     digest = sha256_file(shard.path)
     if size != shard.bytes or digest != shard.sha256:
         raise ShardIntegrityError(

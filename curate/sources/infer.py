@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from curate.errors import ConfigError
 
 
 def _looks_dicom(path: str) -> bool:
+    if not os.path.isfile(path):  # never open a FIFO / socket / device: it would block
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -33,7 +36,8 @@ def infer_source(path: str) -> dict:
         if _looks_dicom(path):
             return {"type": "dicom", "path": path}
         raise ConfigError(f"cannot tell what kind of source '{path}' is; use a pipeline YAML with an explicit `type:`")
-    files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs][:200]
+    walk = (os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+    files = list(itertools.islice((p for p in walk if os.path.isfile(p)), 200))
     if files and all(f.lower().endswith((".nii", ".nii.gz")) for f in files):
         return {"type": "nifti", "path": path}
     if files and all(f.lower().endswith(".parquet") for f in files):

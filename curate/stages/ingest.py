@@ -8,9 +8,14 @@ layout), ``parquet`` (image-bytes column), ``dicom`` (series, windowing),
 Every sample is decoded to canonical 8-bit gray/RGB PNG; ``pixel_hash`` is the
 content hash of those pixels, ``sample_id`` adds the source position so that it
 is unique. Partitions come from the data (source path + file list or row
-range), so the worker count never changes them. Bad inputs (truncated files,
-non-images, unreadable DICOM, NaN arrays, 0-pixel or over-``max_pixels``
-images, unsupported dtypes) go to quarantine with a reason.
+range + a stamp of the files' size and mtime, or content), so the worker
+count never changes them and a file rewritten in place reruns its partition.
+Paths are made absolute when the config is built (on the driver); a worker
+that cannot see a planned file fails the stage naming its host and the path.
+Bad inputs (truncated files, non-images, FIFOs / sockets / devices
+(``not_a_regular_file``), sub-directories that cannot be listed
+(``unreadable_directory``), unreadable DICOM, NaN arrays, 0-pixel or
+over-``max_pixels`` images, unsupported dtypes) go to quarantine with a reason.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from curate import imaging, io, schemas, secrets
-from curate.config import StageParams
+from curate.config import LocalPath, StageParams
 from curate.errors import SampleError
-from curate.sources import Bad, ReadOptions, arrays, folder, medical, parquet, redact_uri, scrub
+from curate.sources import Bad, ReadOptions, arrays, folder, medical, parquet, redact_uri, scrub, stamp
 from curate.stage import Partition, SourceStage, StageContext
 
 
@@ -50,7 +55,7 @@ class _Source(BaseModel):
 
 class FolderSource(_Source):
     type: Literal["folder"]
-    path: str
+    path: LocalPath
     labels: Literal["subfolders", "none"] = "subfolders"
     text_sidecar: bool = Field(True, description="read <stem>.txt next to an image as its text")
     _check = field_validator("path")(_Source._must_exist)
@@ -58,21 +63,21 @@ class FolderSource(_Source):
 
 class NpzSource(_Source):
     type: Literal["npz"]
-    path: str
+    path: LocalPath
     splits: list[str] | None = Field(None, description="e.g. [train, val]; default: every <split>_images array")
     _check = field_validator("path")(_Source._must_exist)
 
 
 class IdxSource(_Source):
     type: Literal["idx"]
-    images: str
-    labels: str | None = None
+    images: LocalPath
+    labels: LocalPath | None = None
     _check = field_validator("images", "labels")(_Source._must_exist)
 
 
 class ParquetSource(_Source):
     type: Literal["parquet"]
-    path: str
+    path: LocalPath
     image_column: str = "image"
     label_column: str | None = None
     text_column: str | None = None
@@ -86,14 +91,14 @@ Window = Union[Literal["auto", "minmax", "lung", "mediastinum", "soft_tissue", "
 
 class DicomSource(_Source):
     type: Literal["dicom"]
-    path: str
+    path: LocalPath
     window: Window = Field("auto", description="CT window preset, [center, width], 'auto' (header) or 'minmax'")
     _check = field_validator("path")(_Source._must_exist)
 
 
 class NiftiSource(_Source):
     type: Literal["nifti"]
-    path: str
+    path: LocalPath
     axis: int = Field(2, ge=0, le=3)
     window: Window = Field("auto", description="preset, [center, width], or 'auto' (0.5-99.5 percentile of the volume)")
     drop_empty: bool = True
@@ -111,6 +116,9 @@ class IngestParams(StageParams):
     group_secret: SecretStr | None = Field(None, description="project secret for group_id / redacted paths "
                                            "(stable across runs); default: env CURATE_SECRET, else a random "
                                            "per-run salt in RUN_DIR/secrets/salt")
+    change_detection: Literal["mtime", "content"] = Field(
+        "mtime", description="how a file rewritten in place is noticed: size + mtime, or sha256 of its bytes "
+                             "(content: reads every input on the driver when the run is planned)")
 
 
 class Ingest(SourceStage):
@@ -130,7 +138,7 @@ class Ingest(SourceStage):
         secrets.write_private_json({"salt": mode, "redacted_sources": [i for i, s in enumerate(p.sources) if s.redacted],
                                     "salted_sources": [i for i, x in enumerate(salted) if x]},
                                    io.join(secrets.secrets_dir(ctx.run_dir), f"{ctx.stage}.json"))
-        parts = []
+        parts, seen = [], {}
         for si, src in enumerate(p.sources):
             if src.type == "folder":
                 payloads = folder.plan(src, p.partition_size)
@@ -146,7 +154,9 @@ class Ingest(SourceStage):
                 payloads = medical.plan_nifti(src, p.partition_size)
             for payload in payloads:
                 payload = {"source": si, **payload}
-                # the salt changes what a salted / redacted source writes, so its tag enters the partition id
+                # the id covers the files' stamp: a changed input reruns its partition (and downstream);
+                # the salt changes what a salted / redacted source writes, so its tag enters the id too
+                payload["stamp"] = stamp.stamp(stamp.payload_files(payload), p.change_detection, seen)
                 ident = [src.type, payload] + ([secrets.salt_id(salt), src.redacted] if salted[si] else [])
                 pid = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
                 parts.append(Partition(pid, {**payload, "_salt": salt if salted[si] else ""}))
@@ -156,6 +166,8 @@ class Ingest(SourceStage):
         p: IngestParams = self.params
         payload = partition.payload
         src = p.sources[payload["source"]]
+        # a worker that cannot see a planned input is an infrastructure fault, never a quarantined sample
+        stamp.check_visible(stamp.payload_files(payload))
         opts = ReadOptions(max_pixels=p.max_pixels, group_salt=payload.get("_salt", ""))
         if src.type == "folder":
             items = folder.read(payload, opts)
