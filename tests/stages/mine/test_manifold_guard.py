@@ -65,3 +65,21 @@ def test_semi_hard_draws_depend_on_the_seed(tmp_path):
     a = mine(tmp_path, path, "s0", sampling="semi_hard", semi_hard_pool=16, seed=0)
     b = mine(tmp_path, path, "s1", sampling="semi_hard", semi_hard_pool=16, seed=1)
     assert a.column("negative_ids").to_pylist() != b.column("negative_ids").to_pylist()
+
+
+def test_labels_give_tradeoff_counters_and_a_card_plot(tmp_path):
+    from curate.card.build import build_card
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(CLASSES, 32))
+    x = np.repeat(centers, PER, axis=0) + 0.35 * rng.normal(size=(CLASSES * PER, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    path = str(tmp_path / "lab.pkl")
+    make_partitions(x, path, n_parts=2, label=np.repeat(np.arange(CLASSES), PER).tolist())
+    cfg = PipelineConfig(name="t", stages=[{"stage": "test.planted", "path": path},
+                                           {"stage": "mine.negatives", "num_negatives": 4}])
+    summary = run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)
+    c = summary["stages"]["01_mine_negatives"]["counters"]
+    assert c["tradeoff_naive_topk_fn_share"] > 0.95 and c["tradeoff_chosen_fn_share"] == 0.0
+    assert c["tradeoff_chosen_served"] == 1.0 and c["rejected_manifold"] > 0
+    md = open(build_card(str(tmp_path / "run"), str(tmp_path / "cards"), name="c")).read()
+    assert "| **chosen** | 0.0% |" in md and (tmp_path / "cards" / "c" / "mining_tradeoff.png").is_file()
