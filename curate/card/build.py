@@ -251,6 +251,34 @@ def _plot_pairs(view: RunView, pairs: pa.Table, path: str, n: int = 6, negs: int
     return viz.image_grid(grid, path, None, titles, "Mined pairs: anchor, positive (+), hard negatives (-) with scores")
 
 
+def _tradeoff(summary: dict) -> dict[str, dict[str, float]]:
+    """mine.negatives' label-free operating points (``tradeoff_<point>_<metric>`` counters), by point."""
+    pts: dict[str, dict[str, float]] = {}
+    for st in summary["stages"].values():
+        for k, v in st.get("counters", {}).items():
+            if k.startswith("tradeoff_"):
+                for m in ("fn_share", "hardness_pct", "served"):
+                    if k.endswith("_" + m):
+                        pts.setdefault(k[len("tradeoff_"):-len(m) - 1], {})[m] = v
+    return {k: v for k, v in pts.items() if "fn_share" in v and "hardness_pct" in v}
+
+
+def _plot_tradeoff(pts: dict[str, dict[str, float]], path: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
+    for name, v in sorted(pts.items()):
+        chosen = name == "chosen"
+        ax.scatter(v["hardness_pct"], 100 * v["fn_share"], s=90 if chosen else 30, marker="*" if chosen else "o",
+                   c="#C44E52" if chosen else "#4C72B0", zorder=3 if chosen else 2)
+        ax.annotate(name, (v["hardness_pct"], 100 * v["fn_share"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlabel("hardness: percentile of mean negative cosine among random pairs")
+    ax.set_ylabel("false negatives: % with the anchor's label")
+    ax.set_title("Hard-negative mining: false negatives vs hardness (label-free settings)")
+    return viz.save(fig, path)
+
+
 def _plot_samples(view: RunView, path: str, n: int = 24, seed: int = 0) -> str | None:
     t = view.table("samples", ["image", "is_synthetic"])
     if t is None or t.num_rows == 0:
@@ -333,6 +361,9 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
     pp = _plot_pairs(view, pairs, os.path.join(asset_dir, "mined_pairs.png"))
     if pp:
         figures["pairs"] = pp
+    tradeoff = _tradeoff(s)
+    if tradeoff:
+        figures["tradeoff"] = _plot_tradeoff(tradeoff, os.path.join(asset_dir, "mining_tradeoff.png"))
     smp = _plot_samples(view, os.path.join(asset_dir, "samples.png"), seed=s.get("seed", 0))
     if smp:
         figures["samples"] = smp
@@ -390,7 +421,8 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
     md += ["## Stages", "", "| stage | key | partitions | rows out | counters | parameters |", "|---|---|---|---|---|---|"]
     for d, st in s["stages"].items():
         rows = ", ".join(f"{esc(k)}={v:,}" for k, v in sorted(st.get("rows", {}).items()))
-        counters = ", ".join(f"{esc(k)}={v:,}" for k, v in sorted(st.get("counters", {}).items()))
+        counters = ", ".join(f"{esc(k)}={v:,}" for k, v in sorted(st.get("counters", {}).items())
+                             if not k.startswith("tradeoff_"))
         params = json.dumps({k: v for k, v in st["params"].items() if k != "sources"}, sort_keys=True)
         md.append(f"| {esc(d)} | {code(st['key'])} | {st['partitions']} | {rows} | {counters} | {code(params)} |")
     md += [""]
@@ -419,6 +451,13 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
         md += ["## Mined pairs", "", f"{n_pairs:,} pair rows; positive kinds: "
                + (", ".join(f"{esc(k)}: {v:,}" for k, v in sorted(kinds.items())) or "none") + ".", "",
                f"![mined pairs]({rel(figures['pairs'])})", ""]
+    if "tradeoff" in figures:
+        md += ["Label-free operating points of `mine.negatives`, measured against the labels on 1,000 seeded "
+               "anchors (label guard off); the star is the chosen setting.", "",
+               "| operating point | false negatives | hardness pct | anchors served |", "|---|---|---|---|"]
+        md += [f"| {'**' + esc(k) + '**' if k == 'chosen' else esc(k)} | {v['fn_share']:.1%} | {v['hardness_pct']:.1f} | "
+               f"{v.get('served', float('nan')):.1%} |" for k, v in sorted(tradeoff.items())]
+        md += ["", f"![mining trade-off]({rel(figures['tradeoff'])})", ""]
 
     # --- synthetic / AdaInf
     shard = view.shard_index()

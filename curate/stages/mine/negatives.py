@@ -47,23 +47,33 @@ from curate import schemas
 from curate.ops import faiss_knn
 from curate.stage import GlobalStage, StageContext
 from curate.stages.mine import _common as C
+from curate.stages.mine import manifold, tradeoff
 
-GUARDS = ("near_duplicate", "group", "label", "positive", "margin")
+GUARDS = ("near_duplicate", "group", "label", "positive", "margin", "manifold")
 
 
 class NegativesParams(C.KnnParams):
     num_negatives: int = Field(8, ge=1, le=1024, description="hard negatives per anchor")
     range_min: int = Field(0, ge=0, description="skip the range_min nearest neighbours (rank window start)")
     range_max: int = Field(50, ge=1, description="consider neighbours ranked below range_max (kNN k = range_max + 1)")
-    range_extend: int | None = Field(400, ge=2, description="anchors the guards leave short of num_negatives "
+    range_extend: int | None = Field(1000, ge=2, description="anchors the guards leave short of num_negatives "
                                                             "search on to this rank (hardest first); null: off")
-    sampling: Literal["top", "semi_hard"] = Field("top", description="top: hardest survivors; semi_hard: uniform "
-                                                                    "from the semi_hard_pool hardest (InterCLR)")
-    semi_hard_pool: int = Field(32, ge=1, description="semi_hard: size M of the top-M pool")
+    sampling: Literal["top", "semi_hard", "hcl"] = Field(
+        "top", description="top: hardest survivors; semi_hard: uniform from the semi_hard_pool hardest (InterCLR); "
+                           "hcl: from the pool with probability ~ exp(hcl_beta * score) (Robinson et al. 2021)")
+    semi_hard_pool: int = Field(32, ge=1, description="semi_hard / hcl: size M of the top-M pool")
+    hcl_beta: float = Field(2.0, ge=0, description="hcl: concentration beta/tau (HCL: beta 1, tau 0.5)")
     guard_near_duplicate: bool = Field(True, description="reject candidates in the anchor's near-duplicate group")
     guard_group: bool = Field(True, description="reject candidates with the anchor's group_id (patient / volume)")
     guard_label: bool = Field(True, description="reject candidates with the anchor's label (when labels exist)")
     guard_margin: bool = Field(True, description="reject candidates scoring above max_neg_ratio x positive score")
+    guard_manifold: bool = Field(True, description="reject candidates in the anchor's neighbourhood on the data "
+                                                   "manifold (label-free; Iscen et al. 2018, see manifold.py)")
+    manifold_clusters: int | None = Field(None, ge=1, description="fine k-means clusters (default n/70, <= 4096)")
+    manifold_graph_k: int = Field(10, ge=1, description="neighbours per centroid in the cluster graph")
+    manifold_alpha: float = Field(0.9, ge=0, lt=1, description="diffusion alpha (0: exclude the own cluster only)")
+    manifold_exclude: float = Field(0.15, ge=0, le=1, description="share of clusters, nearest to the anchor's on the "
+                                                                 "manifold, whose members are rejected")
     max_neg_ratio: float = Field(0.95, gt=0, le=1.0, description="TopK-PercPos: negatives must score <= this "
                                                                  "share of the positive's score (NV-Retriever: 0.95)")
     positive_score_default: float = Field(1.0, description="positive score when the anchor has no mined positive")
@@ -94,6 +104,17 @@ def _aux(path: str) -> dict:
     return hit
 
 
+def anchor_seeds(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uint64 per anchor from blake2b(seed|anchor_id): sampling never depends on how the work is chunked."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}|{s}".encode(), digest_size=8).digest(), "little")
+                     for s in ids.tolist()], dtype=np.uint64)
+
+
+def _uniforms(seeds: np.ndarray, k: int) -> np.ndarray:
+    """(B, k) uniforms, row i from its anchor's own generator."""
+    return np.stack([np.random.default_rng(int(s)).random(k) for s in seeds]) if len(seeds) else np.zeros((0, k))
+
+
 def _survivors(S: np.ndarray, I: np.ndarray, anchors: np.ndarray, aux: dict, p: dict, lo: int, hi: int,
                counts: dict[str, int]) -> np.ndarray:
     """Candidates ranked in [lo, hi) (self excluded) that pass every enabled guard; guard hits are counted."""
@@ -118,6 +139,9 @@ def _survivors(S: np.ndarray, I: np.ndarray, anchors: np.ndarray, aux: dict, p: 
         checks.append(("positive", np.isin(keys.ravel(), aux["pos_keys"]).reshape(keys.shape)))
     if p["guard_margin"]:
         checks.append(("margin", S > p["max_neg_ratio"] * aux["pos_score"][anchors]))
+    if p["guard_manifold"] and "cluster" in aux:
+        cl = aux["cluster"]
+        checks.append(("manifold", aux["excluded"][cl[anchors], cl[J]]))
     for name, hit in checks:
         hit = hit & window
         counts[f"rejected_{name}"] = counts.get(f"rejected_{name}", 0) + int(hit.sum())
@@ -126,13 +150,22 @@ def _survivors(S: np.ndarray, I: np.ndarray, anchors: np.ndarray, aux: dict, p: 
     return window & ~reject
 
 
-def _select(ok: np.ndarray, S: np.ndarray, I: np.ndarray, m: int, sampling: str, pool_size: int,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, scores) (B, m), picks packed to the left in rank order (hardest first), -1 / NaN padding."""
+def _select(ok: np.ndarray, S: np.ndarray, I: np.ndarray, m: int, p: dict,
+            seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) (B, m), picks packed to the left in rank order (hardest first), -1 / NaN padding.
+
+    ``top``: the first m survivors. ``semi_hard``: m uniformly from the first ``semi_hard_pool`` survivors
+    (InterCLR, Xie et al. 2022). ``hcl``: m from that pool with probability ~ exp(hcl_beta * score), by
+    Gumbel-top-k (hardness-concentrated sampling, Robinson et al. 2021). Each row draws from its anchor's seed.
+    """
     k = ok.shape[1]
-    if sampling == "semi_hard":
-        pool = ok & (np.cumsum(ok, axis=1) <= pool_size)
-        keys = np.where(pool, rng.random(pool.shape), np.inf)
+    sampling = p["sampling"]
+    if sampling in ("semi_hard", "hcl"):
+        pool = ok & (np.cumsum(ok, axis=1) <= p["semi_hard_pool"])
+        u = _uniforms(seeds, k)
+        if sampling == "hcl":  # Gumbel-max: argmax(beta s + G) samples ~ exp(beta s)
+            u = -(p["hcl_beta"] * S.astype(np.float64) - np.log(-np.log(np.clip(u, 1e-300, 1.0 - 1e-16))))
+        keys = np.where(pool, u, np.inf)
         pick = np.argsort(keys, axis=1, kind="stable")[:, :m]
         picked = np.take_along_axis(pool, pick, 1)
         pick = np.sort(np.where(picked, pick, k + 1), axis=1)  # back to rank order; unpicked last
@@ -149,41 +182,104 @@ def _select(ok: np.ndarray, S: np.ndarray, I: np.ndarray, m: int, sampling: str,
     return ids, scores
 
 
-def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Task: negatives of anchors [a, b). Returns (ids (B, m) with -1 padding, scores (B, m), counters)."""
-    vec_path, index_path, aux_path, a, b, p = item
-    x, index = faiss_knn._load(vec_path, index_path)
-    faiss_knn.set_search_params(index, p["knn"])
-    aux = _aux(aux_path)
+def _merge(ids: np.ndarray, scores: np.ndarray, ids2: np.ndarray, sc2: np.ndarray, m: int):
+    """Fill each row's -1 slots with the new picks (earlier picks first), dropping ids already picked."""
+    dup = (ids2[:, :, None] == ids[:, None, :]).any(2) & (ids2 >= 0)
+    ids2, sc2 = np.where(dup, -1, ids2), np.where(dup, np.nan, sc2)
+    both_ids = np.concatenate([ids, ids2], axis=1)
+    both_sc = np.concatenate([scores, sc2], axis=1)
+    order = np.argsort(both_ids < 0, axis=1, kind="stable")[:, :m]
+    return np.take_along_axis(both_ids, order, 1), np.take_along_axis(both_sc, order, 1)
+
+
+def _from_clusters(x: np.ndarray, rows: np.ndarray, aux: dict, p: dict, want: int, counts: dict[str, int]):
+    """Last resort for anchors still short: members of the nearest clusters the manifold guard allows,
+    (B, L) candidates sorted by cosine, every guard applied again."""
+    cent, cl, excl = aux["centroids"], aux["cluster"], aux["excluded"]
+    members, starts = aux["members"], aux["member_starts"]
+    q = np.ascontiguousarray(x[rows], dtype=np.float32)
+    cs = q @ cent.T
+    cs[excl[cl[rows]]] = -np.inf
+    order = np.argsort(-cs, axis=1, kind="stable")
+    lists = []
+    for r in range(len(rows)):
+        got, cand = 0, []
+        for c in order[r]:
+            if not np.isfinite(cs[r, c]):
+                break
+            mem = members[starts[c]:starts[c + 1]]
+            cand.append(mem)
+            got += len(mem)
+            if got >= want:
+                break
+        lists.append(np.concatenate(cand) if cand else np.zeros(0, np.int64))
+    L = max([len(v) for v in lists] + [1])
+    I = np.full((len(rows), L), -1, np.int64)
+    S = np.full((len(rows), L), -np.inf, np.float32)
+    for r, v in enumerate(lists):
+        s = x[v] @ q[r] if len(v) else np.zeros(0, np.float32)
+        o = np.argsort(-s, kind="stable")
+        I[r, :len(v)], S[r, :len(v)] = v[o], s[o]
+    return S, I, _survivors(S, I, rows[:, None].astype(np.int64), aux, p, 0, L, counts)
+
+
+def mine_rows(x: np.ndarray, index, aux: dict, rows: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Negatives of the anchors ``rows``: (ids (B, m) with -1 padding, scores (B, m), counters).
+
+    Each anchor's result depends only on the anchor (its row and its seed), never on the rows beside it."""
     n, m = len(x), p["num_negatives"]
-    rng = np.random.default_rng([p["seed"], a])
+    seeds = aux["seeds"]
     counts: dict[str, int] = {}
-    S, I = index.search(np.ascontiguousarray(x[a:b], dtype=np.float32), min(p["range_max"] + 1, n))
-    anchors = np.arange(a, b, dtype=np.int64)[:, None]
-    ok = _survivors(S, I, anchors, aux, p, p["range_min"], p["range_max"], counts)
-    ids, scores = _select(ok, S, I, m, p["sampling"], p["semi_hard_pool"], rng)
+    S, I = index.search(np.ascontiguousarray(x[rows], dtype=np.float32), min(p["range_max"] + 1, n))
+    ok = _survivors(S, I, rows[:, None], aux, p, p["range_min"], p["range_max"], counts)
+    ids, scores = _select(ok, S, I, m, p, seeds[rows])
     short = np.flatnonzero((ids >= 0).sum(1) < m)
     ext = p.get("range_extend")
+    top = dict(p, sampling="top")
     if ext and ext > p["range_max"] and len(short) and n > p["range_max"] + 1:
         # fallback: anchors the guards left short search deeper, ranks [range_max, range_extend), hardest first
-        rows = a + short
-        S2, I2 = index.search(np.ascontiguousarray(x[rows], dtype=np.float32), min(ext + 1, n))
-        ok2 = _survivors(S2, I2, rows[:, None].astype(np.int64), aux, p, max(p["range_min"], p["range_max"]), ext,
-                         counts)
-        ids2, sc2 = _select(ok2, S2, I2, m, "top", 0, rng)
         before = int((ids[short] >= 0).sum())
-        both_ids = np.concatenate([ids[short], ids2], axis=1)
-        both_sc = np.concatenate([scores[short], sc2], axis=1)
-        order = np.argsort(both_ids < 0, axis=1, kind="stable")[:, :m]  # window picks first, then the extension
-        ids[short] = np.take_along_axis(both_ids, order, 1)
-        scores[short] = np.take_along_axis(both_sc, order, 1)
+        for c0 in range(0, len(short), 2048):  # bounded memory: 2048 x range_extend candidates at a time
+            sub = short[c0:c0 + 2048]
+            r = rows[sub]
+            S2, I2 = index.search(np.ascontiguousarray(x[r], dtype=np.float32), min(ext + 1, n))
+            ok2 = _survivors(S2, I2, r[:, None], aux, p, max(p["range_min"], p["range_max"]), ext, counts)
+            ids2, sc2 = _select(ok2, S2, I2, m, top, seeds[r])
+            ids[sub], scores[sub] = _merge(ids[sub], scores[sub], ids2, sc2, m)
         counts["anchors_extended"] = len(short)
         counts["negatives_from_extension"] = int((ids[short] >= 0).sum()) - before
+    short = np.flatnonzero((ids >= 0).sum(1) < m)
+    if len(short) and p["guard_manifold"] and "cluster" in aux:
+        # still short: the nearest members of clusters outside the anchor's manifold neighbourhood
+        r = rows[short]
+        before = int((ids[short] >= 0).sum())
+        S3, I3, ok3 = _from_clusters(x, r, aux, p, 4 * m + 16, counts)
+        ids3, sc3 = _select(ok3, S3, I3, 2 * m, top, seeds[r])
+        ids[short], scores[short] = _merge(ids[short], scores[short], ids3, sc3, m)
+        counts["anchors_from_clusters"] = len(short)
+        counts["negatives_from_clusters"] = int((ids[short] >= 0).sum()) - before
     got = (ids >= 0).sum(1)
     counts["negatives"] = int(got.sum())
     counts["anchors_short"] = int((got < m).sum())
     counts["anchors_without_negatives"] = int((got == 0).sum())
     return ids, scores, counts
+
+
+def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Task: negatives of anchors [a, b) (see :func:`mine_rows`)."""
+    vec_path, index_path, aux_path, a, b, p = item
+    x, index = faiss_knn._load(vec_path, index_path)
+    faiss_knn.set_search_params(index, p["knn"])
+    return mine_rows(x, index, _aux(aux_path), np.arange(a, b, dtype=np.int64), p)
+
+
+def manifold_arrays(mc: "manifold.ManifoldClusters") -> dict[str, np.ndarray]:
+    """The fitted manifold guard as aux arrays for the block tasks (members grouped by cluster)."""
+    k = len(mc.centroids)
+    members = np.argsort(mc.cluster, kind="stable").astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(mc.cluster, minlength=k))]).astype(np.int64)
+    return dict(cluster=mc.cluster, excluded=mc.excluded, centroids=mc.centroids, members=members,
+                member_starts=starts)
 
 
 def list_column(idx: np.ndarray, values: np.ndarray, mask: np.ndarray, value_type: pa.DataType) -> pa.Array:
@@ -251,7 +347,15 @@ class MineNegatives(GlobalStage):
             ctx.counters["knn_recall"] = round(faiss_knn.measure_recall(index, kept.x, min(10, n), 500, seed), 4)
         del index
         aux = dict(label=kept.label, group=kept.group, dup=kept.dup, pos_score=pos_score,
-                   pos_keys=np.unique(np.concatenate(pos_keys)) if pos_keys else np.zeros(0, np.int64))
+                   pos_keys=np.unique(np.concatenate(pos_keys)) if pos_keys else np.zeros(0, np.int64),
+                   seeds=anchor_seeds(kept.ids, seed))
+        if p.guard_manifold and n >= manifold.MIN_SAMPLES:
+            mc = manifold.fit(kept.x, kept.ids, p.manifold_clusters, p.manifold_graph_k, p.manifold_alpha,
+                              p.manifold_exclude, seed)
+            aux.update(manifold_arrays(mc))
+            ctx.count("manifold_clusters", len(mc.centroids))
+        elif p.guard_manifold:
+            ctx.count("manifold_guard_inactive_too_few_samples")
         h = hashlib.blake2b(digest_size=12)
         for k_ in sorted(aux):
             h.update(k_.encode())
@@ -266,7 +370,9 @@ class MineNegatives(GlobalStage):
                    num_negatives=p.num_negatives,
                    sampling=p.sampling, semi_hard_pool=p.semi_hard_pool, guard_near_duplicate=p.guard_near_duplicate,
                    guard_group=p.guard_group, guard_label=p.guard_label, guard_margin=p.guard_margin,
-                   max_neg_ratio=p.max_neg_ratio, seed=seed, knn=spec)
+                   max_neg_ratio=p.max_neg_ratio, guard_manifold=p.guard_manifold, hcl_beta=p.hcl_beta,
+                   manifold_alpha=p.manifold_alpha, manifold_graph_k=p.manifold_graph_k,
+                   seed=seed, knn=spec)
         items = [(vec_path, index_path, aux_path, a, min(a + p.block_size, n), prm) for a in range(0, n, p.block_size)]
         results = ctx.map(mine_block, items)
         ids = np.concatenate([r[0] for r in results])
@@ -275,6 +381,9 @@ class MineNegatives(GlobalStage):
             for k_, v in r[2].items():
                 ctx.count(k_, v)
         ctx.count("anchors", n)
+        if kept.has_labels:  # labels exist: measure the label-free operating points against them (for the card)
+            for k_, v in tradeoff.operating_points(vec_path, index_path, aux, prm, kept.ids, seed).items():
+                ctx.counters[k_] = v
         mask = ids >= 0
         neg_ids = kept.ids[np.where(mask, ids, 0)]
         out = {}
