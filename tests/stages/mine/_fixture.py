@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
+import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curate import registry, schemas
 from curate.config import StageParams
@@ -27,14 +28,12 @@ class Planted(SourceStage):
 
     Params = PlantedParams
 
-    def plan(self, ctx):
-        with open(self.params.path, "rb") as f:
-            parts = pickle.load(f)
-        return [Partition(pid) for pid in sorted(parts)]
+    def plan(self, ctx):  # ``path`` is a directory of <pid>/<table>.parquet files (no pickle anywhere)
+        return [Partition(pid) for pid in sorted(os.listdir(self.params.path))]
 
     def read(self, partition, ctx):
-        with open(self.params.path, "rb") as f:
-            return pickle.load(f)[partition.id]
+        d = os.path.join(self.params.path, partition.id)
+        return {t: pq.read_table(os.path.join(d, f"{t}.parquet")) for t in self.outputs}
 
 
 registry.register("test.planted", "tests.stages.mine._fixture:Planted")
@@ -59,14 +58,14 @@ def make_partitions(vectors: np.ndarray, path: str, n_parts: int = 2, decisions:
         pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])})
     dec = decisions or []
     bounds = np.linspace(0, n, n_parts + 1).astype(int)
-    parts = {}
     for p in range(n_parts):
         a, b = bounds[p], bounds[p + 1]
         pid_ids = set(ids[a:b])
         d = pa.Table.from_pylist([r for r in dec if r["sample_id"] in pid_ids], schema=schemas.DECISIONS)
-        parts[f"p{p}"] = {"samples": samples.slice(a, b - a), "embeddings": emb.slice(a, b - a), "decisions": d}
-    with open(path, "wb") as f:
-        pickle.dump(parts, f)
+        out = os.path.join(path, f"p{p}")
+        os.makedirs(out, exist_ok=True)
+        for name, t in (("samples", samples.slice(a, b - a)), ("embeddings", emb.slice(a, b - a)), ("decisions", d)):
+            pq.write_table(t, os.path.join(out, f"{name}.parquet"))
     return ids
 
 
