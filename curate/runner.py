@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from curate import io, registry, schemas, stats
-from curate.config import PipelineConfig, StageParams, StageSpec, config_hash
+from curate.config import PipelineConfig, StageParams, StageSpec, check_run_dir, config_hash
 from curate.errors import ConfigError, CurateError, SampleError, StageError
 from curate.stage import GlobalStage, Partition, SourceStage, Stage, StageContext, Upstream, instance
 
@@ -236,6 +236,7 @@ class Runner:
         if not run_dir:
             raise ConfigError("no run directory: pass --run-dir or set `run_dir:` in the pipeline")
         self.run_dir = str(run_dir).rstrip("/")
+        check_run_dir(self.run_dir)
         self.scheduler, self.workers, self.force, self.progress = scheduler, workers, force, progress
         self.plans = plan_stages(cfg)
 

@@ -39,6 +39,7 @@ class ApplyDedup(Stage):
     version = "1"
     Params = ApplyParams
     inputs = ("samples", "decisions")
+    settles = ("decisions",)
     outputs = ("samples", "removals")
 
     def process(self, table: pa.Table, ctx: StageContext) -> dict[str, pa.Table]:
