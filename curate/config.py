@@ -133,7 +133,7 @@ def check_order(specs: list[StageSpec]) -> None:
             if table not in last_writer:
                 fix = f"`- stage: {_WRITER_HINT[table]}`" if table in _WRITER_HINT else "a stage that writes it"
                 raise ConfigError(f"{where} needs the '{table}' table, but no earlier stage writes it; "
-                                  f"put {fix} before it")
+                                  f"add {fix} before it")
         for table in cls.needs_settled:
             w = last_writer.get(table)
             if w is not None and settled.get(table, -1) < w.index:
@@ -145,6 +145,8 @@ def check_order(specs: list[StageSpec]) -> None:
             settled[table] = spec.index
         for table in cls.outputs:
             last_writer[table] = spec
+            if not cls.inputs and table in cls.outputs[1:]:  # a source's extra tables are given data, not pending
+                settled[table] = spec.index
 
 
 def _check_device(spec: StageSpec) -> None:
