@@ -147,8 +147,75 @@ def build_specs(stages: list[dict[str, Any]]) -> list[StageSpec]:
         if spec.name in seen:
             raise ConfigError(f"stages[{i}] ({key}): duplicate stage name '{spec.name}'; set a distinct `name:`")
         seen.add(spec.name)
+        _check_device(spec)
         specs.append(spec)
+    check_order(specs)
     return specs
+
+
+# tables -> a stage that writes (or settles) them, for the hint in an order error
+_WRITER_HINT = {"samples": "ingest", "embeddings": "embed", "decisions": "dedup.exact / dedup.phash / "
+                "dedup.minhash / dedup.semantic", "hashes": "dedup.phash", "generator": "inflate.train or inflate.load",
+                "removals": "dedup.apply", "pairs": "mine.positives or mine.negatives", "adainf": "inflate.adainf"}
+_SETTLER_HINT = {"decisions": "dedup.apply"}
+
+
+def check_order(specs: list[StageSpec]) -> None:
+    """Reject impossible stage orders before any compute.
+
+    Each stage's ``requires`` tables must be written by an earlier stage, and a stage with ``needs_settled``
+    (shard, mine.*) must not follow a dedup stage unless a ``dedup.apply`` comes between them: shards would
+    ship removed duplicates and mined pairs would name rows that are not in the shards.
+    """
+    last_writer: dict[str, StageSpec] = {}
+    settled: dict[str, int] = {}  # table -> index of the last stage that settled it
+    for spec in specs:
+        cls = registry.get(spec.key)
+        where = f"stages[{spec.index}] ({spec.key})"
+        requires = cls.inputs[:1] if cls.requires is None else cls.requires
+        for table in requires:
+            if table not in last_writer:
+                fix = f"`- stage: {_WRITER_HINT[table]}`" if table in _WRITER_HINT else "a stage that writes it"
+                raise ConfigError(f"{where} needs the '{table}' table, but no earlier stage writes it; "
+                                  f"add {fix} before it")
+        for table in cls.needs_settled:
+            w = last_writer.get(table)
+            if w is not None and settled.get(table, -1) < w.index:
+                fix = _SETTLER_HINT.get(table, "a stage that applies it")
+                raise ConfigError(f"{where} comes after {w.key} (stages[{w.index}]) but its '{table}' are not "
+                                  f"applied yet, so {spec.key} would see removed samples as kept; put "
+                                  f"`- stage: {fix}` between them")
+        for table in cls.settles:
+            settled[table] = spec.index
+        for table in cls.outputs:
+            last_writer[table] = spec
+            if not cls.inputs and table in cls.outputs[1:]:  # a source's extra tables are given data, not pending
+                settled[table] = spec.index
+
+
+def _check_device(spec: StageSpec) -> None:
+    """``device: cuda[:N]`` without a visible CUDA device fails now, not after ingest has run."""
+    device = getattr(spec.params, "device", None)
+    if not isinstance(device, str) or not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"stages[{spec.index}] ({spec.key}): device '{device}' requested but no CUDA device is "
+                          f"visible; use `device: auto` (GPU when present) or `device: cpu`")
+    idx = device.partition(":")[2]
+    if idx and (not idx.isdigit() or int(idx) >= torch.cuda.device_count()):
+        raise ConfigError(f"stages[{spec.index}] ({spec.key}): device '{device}' does not exist "
+                          f"({torch.cuda.device_count()} CUDA device(s)); use cuda:0..{torch.cuda.device_count() - 1}")
+
+
+def check_run_dir(run_dir: str) -> None:
+    """A run directory must be a directory (or not exist yet)."""
+    if "://" in run_dir:
+        return
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"run directory '{run_dir}' exists and is not a directory; pass another --run-dir "
+                          f"or remove that file")
 
 
 def set_override(data: dict[str, Any], assignment: str) -> None:
@@ -156,21 +223,59 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set '{assignment}': expected KEY=VALUE, e.g. --set dedup_phash.threshold=8")
     path, _, raw = assignment.partition("=")
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = str(err).splitlines()[0]
+        raise ConfigError(f"--set '{assignment}': value is not valid YAML ({problem}); quote it, "
+                          f"e.g. --set 'KEY=\"{raw}\"'") from None
     parts = path.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set '{assignment}': empty key segment in '{path}'; use e.g. stages.1.threshold=8")
     node: Any = data
     if parts[0] != "stages" and len(parts) > 1 and parts[0] not in data:
-        named = [s for s in data.get("stages", []) if (s.get("name") or str(s.get("stage", "")).replace(".", "_")) == parts[0]
-                 or s.get("stage") == parts[0]]
+        named = [s for s in data.get("stages") or [] if isinstance(s, dict) and (
+            (s.get("name") or str(s.get("stage", "")).replace(".", "_")) == parts[0] or s.get("stage") == parts[0])]
         if not named:
-            raise ConfigError(f"--set '{assignment}': no stage named '{parts[0]}'")
+            names = [s.get("name") or str(s.get("stage", "")).replace(".", "_")
+                     for s in data.get("stages") or [] if isinstance(s, dict)]
+            raise ConfigError(f"--set '{assignment}': no stage named '{parts[0]}'; stage names are {names}")
         node, parts = named[0], parts[1:]
+    walked: list[str] = []
     for p in parts[:-1]:
-        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        node = _step(node, p, assignment, walked)
+        walked.append(p)
+    last = parts[-1]
     if isinstance(node, list):
-        node[int(parts[-1])] = value
+        node[_list_index(node, last, assignment, walked)] = value
+    elif isinstance(node, dict):
+        node[last] = value
     else:
-        node[parts[-1]] = value
+        raise ConfigError(f"--set '{assignment}': '{'.'.join(walked)}' is a {type(node).__name__}, not a "
+                          f"mapping, so it has no key '{last}'")
+
+
+def _list_index(node: list, part: str, assignment: str, walked: list[str]) -> int:
+    where = ".".join(walked) or "(top level)"
+    if not part.lstrip("-").isdigit():
+        raise ConfigError(f"--set '{assignment}': '{where}' is a list; use an index 0..{len(node) - 1}, not '{part}'")
+    i = int(part)
+    if not 0 <= i < len(node):
+        raise ConfigError(f"--set '{assignment}': '{where}' has {len(node)} entries; index {i} is out of range "
+                          f"(use 0..{len(node) - 1})")
+    return i
+
+
+def _step(node: Any, part: str, assignment: str, walked: list[str]) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, assignment, walked)]
+    if isinstance(node, dict):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        return child
+    raise ConfigError(f"--set '{assignment}': '{'.'.join(walked)}' is a {type(node).__name__}, not a mapping, "
+                      f"so it has no key '{part}'")
 
 
 def load_pipeline(path: str | os.PathLike, overrides: list[str] | None = None) -> PipelineConfig:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from curate import io, registry, schemas, stats
-from curate.config import PipelineConfig, StageParams, StageSpec, absolute_path, config_hash
+from curate.config import PipelineConfig, StageParams, StageSpec, absolute_path, check_run_dir, config_hash
 from curate.errors import ClusterError, ConfigError, CurateError, SampleError, StageError
 from curate.stage import GlobalStage, Partition, SourceStage, Stage, StageContext, Upstream, instance
 
@@ -309,6 +309,7 @@ class Runner:
             raise ConfigError("no run directory: pass --run-dir or set `run_dir:` in the pipeline")
         # absolute on the driver: a worker started in another directory writes to the same place
         self.run_dir = absolute_path(str(run_dir)).rstrip("/")
+        check_run_dir(self.run_dir)
         self.scheduler, self.workers, self.force, self.progress = scheduler, workers, force, progress
         self.worker_wait = worker_wait
         self.plans = plan_stages(cfg)

@@ -19,7 +19,11 @@ A stage declares which tables it reads (``inputs``, the first is primary) and
 writes (``outputs``, the first is primary). A table name resolves to the latest
 upstream stage that wrote that partition ("overlay by partition id"), so a
 stage that adds partitions (inflate.generate) or rewrites them (dedup.apply)
-composes without special cases.
+composes without special cases. ``requires`` (default: the primary input) must
+be written by an earlier stage, and a stage with ``needs_settled = ("decisions",)``
+(shard, mining) must follow a stage that ``settles`` them (dedup.apply) whenever a
+dedup stage runs before it: :func:`curate.config.check_order` rejects other orders
+at plan time.
 
 Expensive state (models, indexes) is built once per worker in ``setup()``.
 """
@@ -169,6 +173,12 @@ class Stage:
     Params: ClassVar[type[StageParams]] = StageParams
     inputs: ClassVar[tuple[str, ...]] = ("samples",)
     outputs: ClassVar[tuple[str, ...]] = ("samples",)
+    # plan-time order checks (curate.config.check_order): tables an earlier stage must have written
+    # (None: the primary input), tables this stage resolves (dedup.apply: decisions), and tables that must be
+    # resolved before this stage when an earlier stage wrote them (shard, mining: the kept set only)
+    requires: ClassVar[tuple[str, ...] | None] = None
+    settles: ClassVar[tuple[str, ...]] = ()
+    needs_settled: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: StageParams):
         self.params = params
@@ -215,6 +225,7 @@ class SourceStage(Stage):
     """A stage that reads data from outside the run directory."""
 
     inputs: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...] | None] = ()
 
     def plan(self, ctx: StageContext) -> list[Partition]:
         raise NotImplementedError

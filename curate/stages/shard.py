@@ -304,6 +304,7 @@ class Shard(GlobalStage):
     key: ClassVar[str] = "shard"
     version: ClassVar[str] = "2"  # 2: stored PNGs with the Up filter
     inputs: ClassVar[tuple[str, ...]] = ("samples", "pairs", "adainf")
+    needs_settled: ClassVar[tuple[str, ...]] = ("decisions",)
     outputs: ClassVar[tuple[str, ...]] = ("placements",)
 
     class Params(StageParams):

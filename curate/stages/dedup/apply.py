@@ -78,6 +78,7 @@ class ApplyDedup(GlobalStage):
     version = "2"
     Params = ApplyParams
     inputs = ("samples", "decisions")
+    settles = ("decisions",)
     outputs = ("samples", "removals")
     map_schema = EDGE_SCHEMA
 

@@ -186,6 +186,7 @@ class SemanticDedup(GlobalStage):
     version = "1"
     Params = SemanticParams
     inputs = ("embeddings", "samples")
+    requires = ("embeddings", "samples")
     outputs = ("decisions",)
 
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, pa.Table]:

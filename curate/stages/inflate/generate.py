@@ -296,6 +296,7 @@ class InflateGenerate(GlobalStage):
 
     key: ClassVar[str] = "inflate.generate"
     inputs: ClassVar[tuple[str, ...]] = ("samples", "generator", "hashes")
+    requires: ClassVar[tuple[str, ...]] = ("samples", "generator")
     outputs: ClassVar[tuple[str, ...]] = ("samples", REJECTIONS)
 
     class Params(StageParams):

@@ -295,6 +295,8 @@ class MineNegatives(GlobalStage):
     version: ClassVar[str] = "1"
     Params = NegativesParams
     inputs: ClassVar[tuple[str, ...]] = ("samples", "embeddings", "decisions", "removals", "pairs")
+    requires: ClassVar[tuple[str, ...]] = ("samples", "embeddings")
+    needs_settled: ClassVar[tuple[str, ...]] = ("decisions",)
     outputs: ClassVar[tuple[str, ...]] = ("pairs",)
 
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, pa.Table]:

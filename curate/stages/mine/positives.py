@@ -207,6 +207,8 @@ class MinePositives(GlobalStage):
     version: ClassVar[str] = "1"
     Params = PositivesParams
     inputs: ClassVar[tuple[str, ...]] = ("samples", "embeddings", "removals", "decisions", "pairs")
+    requires: ClassVar[tuple[str, ...]] = ("samples", "embeddings")
+    needs_settled: ClassVar[tuple[str, ...]] = ("decisions",)
     outputs: ClassVar[tuple[str, ...]] = ("pairs",)
 
     def _removed(self, ctx: StageContext) -> pa.Table | None:
