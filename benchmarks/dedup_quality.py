@@ -1,134 +1,128 @@
-"""Precision / recall of the hash dedup methods on real images with planted transformed copies.
+"""Precision / recall of curate's dedup stages at their defaults on varied real images (issue 11).
 
-Images: Fashion-MNIST test images (``--n`` originals); for the first ``--copies`` of them, one copy
-per transform: PNG re-encode (pixel-identical), JPEG quality 95, resize down (0.75x, bilinear),
-resize up (2x, bicubic), 1- and 2-pixel border crops, a 1-pixel top-left crop (a shift), brightness +20. Plus the pydicom test CT slice in
-several encodings (JPEG 95 / 75, resized, brighter) as one more group.
+Data (``benchmarks/dedup_data.py``): distinct originals that ship in packages (scikit-image photo,
+texture, star-field, fundus and face tiles, Fashion-MNIST, MNI152 slices, pydicom test images) +
+one planted copy per transform for ``--copies`` originals each (exact re-encode, JPEG 50-95,
+rotation 1-5 deg, np.roll and one-sided crops of 1-4 px, centred / off-centre crops up to 10 %,
+rescale 0.5-2x, brightness / contrast +-15 %, noise sigma <= 5), and hard non-duplicates (texture
+tiles of one texture, star tiles, near-blank tiles, adjacent MR / CT slices, shifted viewpoints and
+stereo views): removing one of those is a false positive.
 
-Each method decides exactly as the stage does (``curate.stages.dedup.phash.find_near_duplicates``:
-pairs within the threshold, optionally verified on 16x16 thumbnails, greedy keep-first in order;
-originals come first). Metrics:
+The images are written as files into a folder and the REAL pipeline runs at the defaults through
+the Python API (ingest ``type: folder`` -> embed (default encoder) -> dedup.exact -> dedup.phash ->
+dedup.semantic -> dedup.apply, ``scheduler="sync"``). One run directory serves every method:
+only ``dedup.apply``'s ``methods`` changes between runs, so resume reuses the other stages.
+Scores come from the run's ``removals`` table:
 
-* precision = removed images whose representative is their own original (or a copy of it) /
-  all removed images. Pairs of distinct Fashion-MNIST originals count as false positives (we
-  checked: at t=2 their mean absolute pixel difference is ~18 vs ~1 for JPEG copies, so they are
-  different garments, not hidden duplicates).
-* recall per transform = copies removed in favour of their original (or another copy of it) / copies.
+* precision = removals whose representative is the same picture (same ground-truth group) /
+  removals;
+* recall per transform = copies removed in favour of their group, or whose original was removed
+  in favour of them, / copies;
+* false positives per kind: which trap (source kind of the removed image) fooled which method.
 
-Methods: ``exact`` (pixel hash), ``phash`` and ``dhash`` at several thresholds (curate.ops.hamming,
-exact search), MinHash on texts (synthetic reports with near-duplicate variants), and the
-imagededup-style baseline run in this process: ``imagehash.phash`` per image, Hamming <= 10, and
-imagededup's ``find_duplicates_to_remove`` rule (walk files in order; a file not yet removed removes
-all its direct duplicates; no transitivity). imagededup itself needs torchvision and another torch,
-so it runs in its own virtualenv on the same files: ``--export DIR`` writes the images as PNG files
-plus ``truth.json``, and ``benchmarks/imagededup_baseline.py DIR`` (``make bench-imagededup`` does
-both) scores imagededup's own ``PHash`` the same way.
+Baselines on the same files: ``imagehash.phash`` at Hamming <= 10 with imagededup's
+``find_duplicates_to_remove`` keep rule (in this process), and imagededup itself in its own venv
+(``make bench-imagededup``: ``--export DIR`` keeps the folder + ``truth.json`` for
+``benchmarks/imagededup_baseline.py``). ``--before`` adds ``dedup.semantic`` without verification
+(the defaults before issue 11), ``--eps`` a sweep of eps with and without verification.
 
-    python benchmarks/dedup_quality.py                 # 10k originals, 1k copies per transform
-    python benchmarks/dedup_quality.py --n 10000 --copies 10000
-    python benchmarks/dedup_quality.py --export /tmp/dq_files   # + the files for imagededup
+    python benchmarks/dedup_quality.py                       # ~8k images, a few minutes on 2 cores
+    python benchmarks/dedup_quality.py --before --eps 0.002,0.005,0.01,0.02,0.05
+    python benchmarks/dedup_quality.py --export /tmp/dq_files --skip-pipeline  # files for imagededup
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
+import collections
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
-from curate import imaging  # noqa: E402
-from curate.ops import hamming, minhash, phash, unionfind  # noqa: E402
-from curate.stages.dedup.phash import crop_view_hashes, crop_view_pairs, find_near_duplicates  # noqa: E402
+import dedup_data  # noqa: E402
 
-FMNIST = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+from curate.config import PipelineConfig  # noqa: E402
+from curate.ops import hamming, minhash, unionfind  # noqa: E402
+from curate.runner import run_pipeline  # noqa: E402
+from curate.stages.dedup.semantic import SemanticParams  # noqa: E402
 
-
-def jpeg(img: np.ndarray, q: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=q)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())))
-
-
-def png(img: np.ndarray) -> np.ndarray:
-    return imaging.decode_png(imaging.encode_png(img))
+METHODS = {"exact": ["exact"], "phash": ["phash"], "semantic": ["semantic"],
+           "exact+phash+semantic": ["exact", "phash", "semantic"]}
 
 
-def resize(img: np.ndarray, f: float, method) -> np.ndarray:
-    h, w = img.shape[:2]
-    return np.asarray(Image.fromarray(img).resize((max(1, round(w * f)), max(1, round(h * f))), method))
+def _table(run_dir: str, stage: str, sub: str | None = None, columns=None):
+    d = os.path.join(run_dir, stage, sub or "")
+    files = sorted(f for f in os.listdir(d) if f.startswith("part-") and f.endswith(".parquet"))
+    import pyarrow as pa
+
+    return pa.concat_tables([pq.read_table(os.path.join(d, f), columns=columns) for f in files])
 
 
-TRANSFORMS = {
-    "png": png,
-    "jpeg95": lambda x: jpeg(x, 95),
-    "resize_down": lambda x: resize(x, 0.75, Image.Resampling.BILINEAR),
-    "resize_up": lambda x: resize(x, 2.0, Image.Resampling.BICUBIC),
-    "crop1px": lambda x: np.ascontiguousarray(x[1:-1, 1:-1]),
-    "crop2px": lambda x: np.ascontiguousarray(x[2:-2, 2:-2]),
-    "crop1px_corner": lambda x: np.ascontiguousarray(x[1:, 1:]),  # top and left only: a shift
-    "bright20": lambda x: np.clip(x.astype(np.int16) + 20, 0, 255).astype(np.uint8),
-}
+def pipeline(folder: str, methods: list[str] | None, semantic: dict | None = None) -> PipelineConfig:
+    return PipelineConfig(name="dedup_quality", stages=[
+        {"stage": "ingest", "sources": [{"type": "folder", "path": folder}]},
+        {"stage": "embed"},
+        {"stage": "dedup.exact"},
+        {"stage": "dedup.phash"},
+        {"stage": "dedup.semantic", **(semantic or {})},
+        {"stage": "dedup.apply", "methods": methods}])
 
 
-def dataset(n: int, copies: int):
-    with gzip.open(FMNIST) as f:
-        orig = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
-    images = list(orig)
-    group = list(range(n))
-    kind = ["original"] * n
-    for name, fn in TRANSFORMS.items():
-        for i in range(min(copies, n)):
-            images.append(fn(orig[i]))
-            group.append(i)
-            kind.append(name)
-    try:  # a real CT slice in several encodings
-        from pydicom import dcmread
-        from pydicom.data import get_testdata_file
+class Truth:
+    def __init__(self, ds: dedup_data.Dataset, names: list[str]):
+        self.index = {n: i for i, n in enumerate(names)}
+        self.group = np.array(ds.group)
+        self.kind = np.array(ds.kind)
+        self.source = np.array(ds.source)
+        self.orig_of_group: dict[int, int] = {}
+        for i in np.flatnonzero(self.kind == "original").tolist():
+            self.orig_of_group.setdefault(int(self.group[i]), i)
 
-        ct = imaging.to_uint8(dcmread(get_testdata_file("CT_small.dcm")).pixel_array)
-        g = n
-        for name, img in [("original", ct), ("ct_jpeg95", jpeg(ct, 95)), ("ct_jpeg75", jpeg(ct, 75)),
-                          ("ct_resize", resize(ct, 0.5, Image.Resampling.BILINEAR)),
-                          ("ct_bright20", TRANSFORMS["bright20"](ct))]:
-            images.append(img)
-            group.append(g)
-            kind.append(name)
-    except Exception as err:  # noqa: BLE001
-        print(f"(pydicom test CT unavailable: {err})")
-    order = np.argsort([k != "original" for k in kind], kind="stable")  # originals first
-    return [images[i] for i in order], np.array(group)[order], np.array(kind)[order]
+    def score(self, removed: np.ndarray, rep: np.ndarray) -> dict:
+        """Precision, recall per transform, false positives per source kind (rep = -1 where kept)."""
+        g, n = self.group, len(self.group)
+        same = removed & (g[np.maximum(rep, 0)] == g)
+        out = {"removed": int(removed.sum()), "tp": int(same.sum()),
+               "precision": float(same.sum() / max(1, removed.sum())), "recall": {}, "fp": collections.Counter(),
+               "fooled_by": collections.Counter()}
+        caught_as_rep = np.zeros(n, bool)  # the original was removed in favour of this copy
+        caught_as_rep[rep[same & (self.kind == "original")]] = True
+        for k in dedup_data.TRANSFORMS:
+            idx = np.flatnonzero(self.kind == k)
+            out["recall"][k] = float((same[idx] | caught_as_rep[idx]).mean()) if idx.size else float("nan")
+        for i in np.flatnonzero(removed & ~same).tolist():
+            out["fp"][self.source[i]] += 1
+            out["fooled_by"][f"{self.source[i]}~{self.source[rep[i]]}"] += 1
+        return out
 
 
-def export(images: list[np.ndarray], group: np.ndarray, kind: np.ndarray, out: str) -> None:
-    """PNG files named in dataset order (originals first, so imagededup's file order matches ours)."""
+def score_run(run_dir: str, truth: Truth) -> dict:
+    ing = _table(run_dir, "00_ingest", None, ["sample_id", "source_uri"])
+    row_of = {sid: truth.index[os.path.basename(u)] for sid, u in
+              zip(ing.column("sample_id").to_pylist(), ing.column("source_uri").to_pylist())}
+    rem = _table(run_dir, "05_dedup_apply", "removals", ["sample_id", "representative_id"])
+    n = len(truth.group)
+    removed, rep = np.zeros(n, bool), np.full(n, -1, np.int64)
+    for sid, r in zip(rem.column("sample_id").to_pylist(), rem.column("representative_id").to_pylist()):
+        removed[row_of[sid]] = True
+        rep[row_of[sid]] = row_of[r]
+    return truth.score(removed, rep)
+
+
+def stage_counters(run_dir: str, stage: str) -> dict:
     import json
 
-    os.makedirs(out, exist_ok=True)
-    truth = {}
-    for i, (img, g, k) in enumerate(zip(images, group.tolist(), kind.tolist())):
-        name = f"{i:06d}.png"
-        Image.fromarray(img).save(os.path.join(out, name), compress_level=1)
-        truth[name] = [g, k]
-    with open(os.path.join(out, "truth.json"), "w") as f:
-        json.dump(truth, f)
-    print(f"(exported {len(images)} PNG files + truth.json to {out})")
-
-
-def evaluate_removed(removed: np.ndarray, rep: np.ndarray, group: np.ndarray, kind: np.ndarray) -> dict:
-    tp = removed & (group[rep] == group)
-    out = {"removed": int(removed.sum()), "precision": float(tp.sum() / max(1, removed.sum())),
-           "originals_removed": int((removed & (kind == "original")).sum())}
-    for k in sorted(set(kind.tolist()) - {"original"}):
-        idx = np.flatnonzero(kind == k)
-        out[k] = float((removed[idx] & (group[rep[idx]] == group[idx])).mean())
-    return out
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)["stages"].get(stage, {}).get("counters", {})
 
 
 def imagededup_rule(h: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,11 +142,6 @@ def imagededup_rule(h: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
                 removed[b] = True
                 rep[b] = a
     return removed, rep
-
-
-def row(name: str, m: dict, kinds: list[str]) -> str:
-    cells = " | ".join(f"{m.get(k, float('nan')):.3f}" for k in kinds)
-    return f"| {name} | {m['removed']} | {m['originals_removed']} | {m['precision']:.4f} | {cells} |"
 
 
 def text_benchmark(n: int, variants_n: int) -> None:
@@ -192,66 +181,133 @@ def text_benchmark(n: int, variants_n: int) -> None:
         b, r = minhash.optimal_bands(thr, 128)
         i, j, jac = minhash.lsh_task((sigs, list(range(b)), r, thr))
         keep, rep = unionfind.greedy_keep_first(len(texts), i, j, jac, np.arange(len(texts)))
-        m = evaluate_removed(~keep, rep, group, kind)
-        print(row(f"{thr}{' (default)' if thr == 0.8 else ''}", m, kinds))
+        removed = ~keep
+        ok = removed & (group[rep] == group)
+        cells = ' | '.join(f"{(ok[kind == k]).mean():.3f}" for k in kinds)
+        print(f"| {thr}{' (default)' if thr == 0.8 else ''} | {int(removed.sum())} | {int((removed & (kind == 'original')).sum())} | {ok.sum() / max(1, removed.sum()):.4f} | {cells} |")
+
+
+
+def header() -> str:
+    ks = list(dedup_data.TRANSFORMS)
+    return (f"| method | removed | precision | min recall | {' | '.join(ks)} |\n" + "|" + "---|" * (4 + len(ks)))
+
+
+def row(name: str, m: dict) -> str:
+    rec = m["recall"]
+    cells = " | ".join(f"{rec[k]:.3f}" for k in dedup_data.TRANSFORMS)
+    return f"| {name} | {m['removed']} | {m['precision']:.4f} | {min(rec.values()):.3f} | {cells} |"
+
+
+def fp_table(results: dict[str, dict]) -> None:
+    kinds = sorted({k for m in results.values() for k in m["fp"]})
+    if not kinds:
+        print("\n(no false positives)")
+        return
+    print(f"\n## False positives by source kind of the removed image\n\n| method | {' | '.join(kinds)} |")
+    print("|" + "---|" * (1 + len(kinds)))
+    for name, m in results.items():
+        print(f"| {name} | " + " | ".join(str(m["fp"].get(k, 0)) for k in kinds) + " |")
+    print("\nmost frequent (removed kind ~ its representative's kind):")
+    for name, m in results.items():
+        top = ", ".join(f"{k} {v}" for k, v in m["fooled_by"].most_common(5))
+        print(f"- {name}: {top or '-'}")
+
+
+def imagehash_baseline(folder: str, names: list[str], truth: Truth) -> tuple[dict, float]:
+    import imagehash
+
+    t0 = time.perf_counter()
+    h = np.array([int(str(imagehash.phash(Image.open(os.path.join(folder, n)))), 16) for n in names], np.uint64)
+    dt = time.perf_counter() - t0
+    removed, rep = imagededup_rule(h, 10)
+    rep = np.where(removed, rep, -1)
+    return truth.score(removed, rep), dt
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=10000, help="Fashion-MNIST test originals")
-    ap.add_argument("--copies", type=int, default=1000, help="originals that get one copy per transform")
-    ap.add_argument("--texts", type=int, default=2000)
-    ap.add_argument("--max-diff", type=float, default=8.0, help="thumbnail check (dedup.phash max_diff)")
-    ap.add_argument("--export", default=None, help="also write the images as PNG files + truth.json here "
+    ap.add_argument("--copies", type=int, default=400, help="originals that get a copy, per transform")
+    ap.add_argument("--fashion", type=int, default=1500, help="Fashion-MNIST test images among the originals")
+    ap.add_argument("--texts", type=int, default=2000, help="MinHash text benchmark size (0: skip)")
+    ap.add_argument("--export", default=None, help="keep the image folder + truth.json here "
                     "(for benchmarks/imagededup_baseline.py)")
+    ap.add_argument("--skip-pipeline", action="store_true", help="only write the files (with --export)")
+    ap.add_argument("--before", action="store_true", help="also dedup.semantic without verification "
+                    "(the defaults before issue 11)")
+    ap.add_argument("--eps", default="", help="comma-separated eps sweep for dedup.semantic, verified and not")
+    ap.add_argument("--run-dir", default=None, help="run directory (default: a temporary one)")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    images, group, kind = dataset(a.n, a.copies)
-    if a.export:
-        export(images, group, kind, a.export)
-    kinds = sorted(set(kind.tolist()) - {"original"})
-    print(f"# dedup_quality: {a.n} Fashion-MNIST originals + {min(a.copies, a.n)} copies x {len(TRANSFORMS)} "
-          f"transforms + CT group = {len(images)} images")
-    ph, dh, th = phash.hash_arrays(images, thumbnails=True)
-    th = th.reshape(len(images), 256)
-    rank = np.arange(len(images))  # originals first
-    print(f"\n| method | removed | originals removed | precision | {' | '.join(kinds)} |")
-    print("|" + "---|" * (4 + len(kinds)))
-    pix = np.array([imaging.pixel_hash(imaging.canonical(x)) for x in images])
-    s, d = unionfind.components_by_key(pix)
-    rep, keep, _ = unionfind.keep_first(unionfind.components(len(images), s, d), rank)
-    print(row("exact (pixels)", evaluate_removed(~keep, rep, group, kind), kinds))
-    for name, h, ts, default in [("phash", ph, (2, 4, 6, 8, 10, 12, 14), 6), ("dhash", dh, (2, 4, 6, 8, 10), 6)]:
-        for verify in (False, True):
-            for t in ts:
-                r = find_near_duplicates(h, t, rank, thumbs=th if verify else None,
-                                         max_diff=a.max_diff if verify else None)
-                m = evaluate_removed(~r["keep"], r["rep"], group, kind)
-                tag = f" + thumbnail diff <= {a.max_diff:g}" if verify else " (hash only)"
-                dflt = " (default before crop views)" if t == default and verify and name == "phash" else ""
-                print(row(f"{name} t={t}{tag}{dflt}", m, kinds))
-    # crop views (dedup.phash crop_views, default [0.04, 0.08]): each image also hashed with a border trimmed
-    for shares in ([0.04], [0.04, 0.08]):
-        vph, _, vth, vok = crop_view_hashes(images, shares)
-        label = str(shares)
-        for t in (4, 6, 8):
-            extra = crop_view_pairs(ph, vph, vok, t, None, th, vth, a.max_diff)
-            r = find_near_duplicates(ph, t, rank, thumbs=th, max_diff=a.max_diff, extra=extra)
-            m = evaluate_removed(~r["keep"], r["rep"], group, kind)
-            dflt = " **default**" if t == 6 and len(shares) == 2 else ""
-            print(row(f"phash t={t} + thumbnail diff <= {a.max_diff:g} + crop views {label}{dflt}", m, kinds))
-    import imagehash
-
-    t1 = time.perf_counter()
-    ih = np.array([int(str(imagehash.phash(Image.fromarray(x))), 16) for x in images], dtype=np.uint64)
-    t_ih = time.perf_counter() - t1
-    removed, rep = imagededup_rule(ih, 10)
-    m = evaluate_removed(removed, rep, group, kind)
-    print(row("imagehash.phash t=10, imagededup rule (baseline)", m, kinds))
-    print(f"\n(imagehash.phash hashes identical to curate's: {bool(np.array_equal(ih, ph))}; "
-          f"imagehash took {t_ih:.1f} s)")
-    text_benchmark(a.texts, a.texts // 5)
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    ds = dedup_data.build(a.copies, a.fashion)
+    tmp = tempfile.mkdtemp(prefix="curate_dq_")
+    folder = a.export or os.path.join(tmp, "files")
+    if a.export and os.path.isdir(folder):
+        shutil.rmtree(folder)
+    names = dedup_data.write(ds, folder)
+    truth = Truth(ds, names)
+    n_orig = int((truth.kind == "original").sum())
+    src = collections.Counter(truth.source[truth.kind == "original"].tolist())
+    print(f"# dedup_quality: {len(names)} images = {n_orig} originals ({len(set(ds.group))} distinct) + "
+          f"{len(names) - n_orig} copies ({a.copies} per transform x {len(dedup_data.TRANSFORMS)})")
+    print("originals: " + ", ".join(f"{k} {v}" for k, v in src.most_common()))
+    print(f"(built + written in {time.perf_counter() - t0:.0f} s to {folder})")
+    if a.skip_pipeline:
+        return
+    run_dir = a.run_dir or os.path.join(tmp, "run")
+    results: dict[str, dict] = {}
+    secs: dict[str, float] = {}
+    has_verify = "verify" in SemanticParams.model_fields
+    variants = [("", {})]
+    if a.before and has_verify:
+        variants.append((" (no verification: before)", {"verify": False}))
+    print("\n## The pipeline at its defaults (removals table of dedup.apply)\n")
+    print(header())
+    for tag, sem in variants:
+        for name, methods in METHODS.items():
+            if tag and "semantic" not in name:
+                continue
+            t1 = time.perf_counter()
+            run_pipeline(pipeline(folder, methods, sem), run_dir=run_dir, scheduler="sync", progress=False)
+            secs[name + tag] = time.perf_counter() - t1
+            results[name + tag] = m = score_run(run_dir, truth)
+            print(row(name + tag, m), flush=True)
+            if name == "semantic":
+                c = stage_counters(run_dir, "04_dedup_semantic")
+                results[name + tag]["counters"] = c
+    m, t_ih = imagehash_baseline(folder, names, truth)
+    results["imagehash.phash t=10, imagededup rule"] = m
+    print(row("imagehash.phash t=10, imagededup rule (baseline)", m))
+    fp_table(results)
+    for tag in [t for t, _ in variants]:
+        c = results.get("semantic" + tag, {}).get("counters", {})
+        print(f"\ndedup.semantic{tag}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    if a.eps:
+        print("\n## dedup.semantic alone: eps sweep (calibrating eps vs verifying pairs)\n")
+        print(header())
+        for e in [float(x) for x in a.eps.split(",")]:
+            for v in ([True, False] if has_verify else [None]):
+                sem = {"eps": e, **({} if v is None else {"verify": v})}
+                run_pipeline(pipeline(folder, ["semantic"], sem), run_dir=run_dir, scheduler="sync", progress=False)
+                tag = "" if v is None else (" verified" if v else " not verified")
+                print(row(f"semantic eps={e:g}{tag}", score_run(run_dir, truth)), flush=True)
+    if a.texts:
+        text_benchmark(a.texts, a.texts // 5)
+    total = time.perf_counter() - t0
+    print(f"\ntotal {total:.0f} s (pipeline runs: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ")")
+    print()
+    for name, m in results.items():
+        key = name.split(" ")[0] if "imagehash" not in name else "imagehash_imagededup_rule"
+        key += "_before" if "before" in name else ""
+        print(f"precision_{key}: {m['precision']:.4f}")
+        print(f"min_recall_{key}: {min(m['recall'].values()):.4f}")
+    for k, v in results["exact+phash+semantic"]["recall"].items():
+        print(f"recall_defaults_{k}: {v:.4f}")
+    print(f"total_s: {total:.1f}")
+    if not a.run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if not a.export:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

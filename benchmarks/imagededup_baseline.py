@@ -45,8 +45,8 @@ def main() -> None:
         if k not in removed:
             for d in dups.get(k, []):
                 removed.setdefault(d, k)
-    group = {f: g for f, (g, _) in truth.items()}
-    kind = {f: k for f, (_, k) in truth.items()}
+    group = {f: v[0] for f, v in truth.items()}  # [group, kind] or [group, kind, source]
+    kind = {f: v[1] for f, v in truth.items()}
     tp = sum(group[f] == group[r] for f, r in removed.items())
     print(f"imagededup PHash, t={a.threshold}: {len(files)} images; encode {t_enc:.1f} s "
           f"({len(files) / t_enc:.0f} images/s, {a.workers or 1} process), search {t_search:.1f} s")

@@ -137,6 +137,11 @@ def write_rows(path: str, X: np.ndarray, perm: np.ndarray) -> None:
     io._atomic_write(path, write)
 
 
+def write_locations(path: str, loc: np.ndarray) -> None:
+    """(partition index, row) per work-file row as raw int64 pairs."""
+    io._atomic_write(path, lambda f: f.write(np.ascontiguousarray(loc, np.int64).tobytes()))
+
+
 def read_rows(path: str, d: int, start: int, end: int) -> np.ndarray:
     fs, p = io.fs_and_path(path)
     with fs.open(p, "rb") as f:
@@ -166,3 +171,115 @@ def run_chunk(job: tuple) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     if count_only:
         return start, np.array([int(keep.sum())]), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return start, keep, rep, score
+
+
+def greedy_keep_verified(X: np.ndarray, t: float, verify, max_checks: int = 8, max_cands: int = 64):
+    """:func:`greedy_keep` where a removal also needs ``verify(j, i) -> (ok, detail)`` to accept the pair.
+
+    Walk the rows in order; row ``j`` is compared with its earlier *kept* rows of cosine > ``t``,
+    most similar first, at most ``max_checks`` of them (of its ``max_cands`` most similar earlier
+    rows); the first verified one becomes its representative. A row with candidates but no
+    verified one is kept (principle 7: a weak embedding never removes distinct images).
+    Returns (keep, rep, score, rejected partner row or -1, its cosine, detail per row, checks).
+    """
+    n = len(X)
+    keep = np.ones(n, bool)
+    rep = np.full(n, -1, np.int64)
+    score = np.full(n, np.nan, np.float32)
+    rej = np.full(n, -1, np.int64)
+    rej_s = np.full(n, np.nan, np.float32)
+    detail: list[str | None] = [None] * n
+    checks = 0
+    for b0 in range(0, n, BLOCK):
+        b1 = min(n, b0 + BLOCK)
+        S = X[b0:b1] @ X[:b1].T
+        for jj in range(b1 - b0):
+            j = b0 + jj
+            s = S[jj, :j]
+            cand = np.flatnonzero(s > t)
+            if cand.size == 0:
+                continue
+            cand = cand[np.lexsort((cand, -s[cand]))][:max_cands]
+            tried = 0
+            for i in cand.tolist():
+                if not keep[i]:
+                    continue
+                ok, d = verify(j, i)
+                checks += 1
+                tried += 1
+                if ok:
+                    keep[j], rep[j], score[j], detail[j] = False, i, s[i], d
+                    break
+                if rej[j] < 0:
+                    rej[j], rej_s[j], detail[j] = i, s[i], d
+                if tried >= max_checks:
+                    break
+            if not keep[j]:
+                rej[j], rej_s[j] = -1, np.nan
+    return keep, rep, score, rej, rej_s, detail, checks
+
+
+def read_images(paths: list[str], locs: np.ndarray) -> dict[int, np.ndarray]:
+    """Decoded images of the rows ``locs`` = [(k, partition index, row)]: one read per partition file."""
+    from curate import imaging
+
+    out: dict[int, np.ndarray] = {}
+    for p in np.unique(locs[:, 1]).tolist():
+        sel = locs[locs[:, 1] == p]
+        col = io.read_parquet(paths[p], columns=["image"]).column("image")
+        for k, r in zip(sel[:, 0].tolist(), sel[:, 2].tolist()):
+            out[k] = imaging.decode_png(col[r].as_py())
+    return out
+
+
+def run_chunk_verified(job: tuple):
+    """:func:`run_chunk` with verified removals; ``job`` adds (locations file, samples paths, max_checks).
+
+    Images are read in the task, only for rows that have a candidate (cosine > t to an earlier row).
+    """
+    path, d, start, end, sizes, t, count_only, loc_path, paths, max_checks = job
+    from curate.ops.geometry import verify_pairs
+
+    X = read_rows(path, d, start, end)
+    fs, p = io.fs_and_path(loc_path)
+    with fs.open(p, "rb") as f:
+        f.seek(start * 16)
+        loc = np.frombuffer(f.read((end - start) * 16), np.int64).reshape(-1, 2)
+    m = end - start
+    keep = np.ones(m, bool)
+    rep = np.full(m, -1, np.int64)
+    score = np.full(m, np.nan, np.float32)
+    rej = np.full(m, -1, np.int64)
+    rej_s = np.full(m, np.nan, np.float32)
+    detail: list[str | None] = [None] * m
+    checks = verified = 0
+    need = np.zeros(m, bool)  # rows with a neighbour above t in their cluster: the only images read
+    off = 0
+    for s in sizes:
+        for b0 in range(0, s, BLOCK):
+            S = X[off + b0:off + min(s, b0 + BLOCK)] @ X[off:off + s].T
+            S[np.arange(len(S)), b0 + np.arange(len(S))] = -np.inf
+            need[off + b0:off + b0 + len(S)] = (S > t).any(axis=1)
+        off += s
+    rows = np.flatnonzero(need)
+    images = read_images(paths, np.column_stack([rows, loc[rows]])) if rows.size else {}
+    off = 0
+    for s in sizes:
+        Xc = X[off:off + s]
+
+        def verify(j: int, i: int, off=off) -> tuple[bool, str]:
+            ok, _, det = verify_pairs([images[off + i], images[off + j]], np.array([0]), np.array([1]))
+            return bool(ok[0]), det[0]
+
+        k_, r_, sc, rj, rs, dt, ch = greedy_keep_verified(Xc, t, verify, max_checks)
+        keep[off:off + s] = k_
+        rep[off:off + s] = np.where(r_ >= 0, r_ + start + off, -1)
+        rej[off:off + s] = np.where(rj >= 0, rj + start + off, -1)
+        score[off:off + s], rej_s[off:off + s] = sc, rs
+        detail[off:off + s] = dt
+        checks += ch
+        verified += int((~k_).sum())
+        off += s
+    if count_only:
+        return start, np.array([int(keep.sum())]), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return start, keep, rep, score, rej, rej_s, detail, checks, verified

@@ -58,6 +58,9 @@ class SemanticParams(StageParams):
     niter: int = Field(20, ge=1, le=1000, description="k-means iterations")
     max_points_per_centroid: int = Field(64, ge=39, description="k-means training subsample per centroid (faiss)")
     seed: int = Field(0, description="k-means seed and the `random` keep order")
+    verify: bool = Field(True, description="a removal needs a verified alignment of the pair "
+                         "(curate.ops.geometry.verify_pairs): a weak embedding never removes distinct images")
+    verify_checks: int = Field(8, ge=1, description="earlier kept candidates above 1 - eps verified per item")
     chunk_items: int = execution_field(65536, ge=256, description="rows per Dask task (whole clusters)")
 
     @model_validator(mode="after")
@@ -90,14 +93,22 @@ def load_embeddings(ctx: StageContext, pids: tuple[str, ...]) -> tuple[np.ndarra
 class SemDeDupResult:
     """Per item (in the input order): keep, representative row, score, cluster label."""
 
-    def __init__(self, keep, rep, score, labels, threshold, kept_target=None):
+    def __init__(self, keep, rep, score, labels, threshold, kept_target=None, rej=None, rej_score=None, detail=None):
         self.keep, self.rep, self.score, self.labels = keep, rep, score, labels
         self.threshold, self.kept_target = threshold, kept_target
+        n = len(keep)
+        self.rej = rej if rej is not None else np.full(n, -1, np.int64)  # best candidate verification rejected
+        self.rej_score = rej_score if rej_score is not None else np.full(n, np.nan, np.float32)
+        self.detail = detail if detail is not None else [None] * n
 
 
 def semdedup(X: np.ndarray, ids: list[str], p: SemanticParams, workdir: str, mapper,
-             groups: list[str | None] | None = None, counters=None) -> SemDeDupResult:
-    """Run SemDeDup on unit rows ``X``; ``mapper(fn, items)`` runs the cluster chunks (ctx.map)."""
+             groups: list[str | None] | None = None, counters=None, locate=None) -> SemDeDupResult:
+    """Run SemDeDup on unit rows ``X``; ``mapper(fn, items)`` runs the cluster chunks (ctx.map).
+
+    ``locate = (samples parquet paths, (N, 2) int64 [partition index, row])`` says where each row's
+    image is; with ``p.verify`` every removal is checked by ``verify_pairs`` in the chunk task.
+    """
     n, d = X.shape
     counters = counters if counters is not None else {}
     active = np.ones(n, bool)
@@ -129,8 +140,15 @@ def semdedup(X: np.ndarray, ids: list[str], p: SemanticParams, workdir: str, map
     path = io.join(workdir, "embeddings.f32")
     sd.write_rows(path, X, order)
     chunks = sd.chunk_bounds(sizes, p.chunk_items)
+    verify = p.verify and locate is not None
+    if verify:
+        loc_path = io.join(workdir, "locations.i64")
+        sd.write_locations(loc_path, locate[1][order])
 
     def run(t: float, count_only: bool):
+        if verify:
+            return mapper(sd.run_chunk_verified, [(path, d, a, b, s, t, count_only, loc_path, locate[0],
+                                                   p.verify_checks) for a, b, s in chunks])
         return mapper(sd.run_chunk, [(path, d, a, b, s, t, count_only) for a, b, s in chunks])
 
     t0 = time.perf_counter()
@@ -148,12 +166,28 @@ def semdedup(X: np.ndarray, ids: list[str], p: SemanticParams, workdir: str, map
     keep = np.ones(n, bool)
     rep = np.full(n, -1, np.int64)
     score = np.full(n, np.nan, np.float32)
-    for start, k_, r_, s_ in results:
+    rej = np.full(n, -1, np.int64)
+    rej_s = np.full(n, np.nan, np.float32)
+    detail: list[str | None] = [None] * n
+    checks = 0
+    for res in results:
+        start, k_, r_, s_ = res[:4]
         rows = order[start:start + len(k_)]
         keep[rows] = k_
         rep[rows] = np.where(r_ >= 0, order[np.maximum(r_, 0)], -1)
         score[rows] = s_
-    return SemDeDupResult(keep, rep, score, labels, t, kept_target)
+        if len(res) > 4:
+            rj, rs, dt, ch, _ = res[4:]
+            rej[rows] = np.where(rj >= 0, order[np.maximum(rj, 0)], -1)
+            rej_s[rows] = rs
+            for r, x in zip(rows.tolist(), dt):
+                detail[r] = x
+            checks += ch
+    if verify:
+        counters["verified_checks"] = checks
+        counters["verified_pairs"] = int((~keep).sum())
+        counters["rejected_by_verification"] = int((rej >= 0).sum())
+    return SemDeDupResult(keep, rep, score, labels, t, kept_target, rej, rej_s, detail)
 
 
 def _bisect(count, target: int, n: int, iters: int = 30) -> float:
@@ -181,9 +215,22 @@ def _bisect(count, target: int, n: int, iters: int = 30) -> float:
     return best_t
 
 
+def _locate(ctx: StageContext, pids: tuple[str, ...], ids: list[str]) -> tuple[list[str], np.ndarray]:
+    """Samples file of every partition and (partition index, row) of every embedded id (ids only read)."""
+    paths, where = [], {}
+    for k, pid in enumerate(pids):
+        path = next((ctx._path(up, "samples", pid) for up in reversed(ctx.producers("samples"))
+                     if io.exists(ctx._path(up, "samples", pid))), None)
+        paths.append(path or "")
+        if path:
+            for r, sid in enumerate(io.read_parquet(path, columns=["sample_id"]).column("sample_id").to_pylist()):
+                where[sid] = (k, r)
+    return paths, np.array([where[i] for i in ids], np.int64).reshape(-1, 2)
+
+
 class SemanticDedup(GlobalStage):
     key = "dedup.semantic"
-    version = "1"
+    version = "2"
     Params = SemanticParams
     inputs = ("embeddings", "samples")
     requires = ("embeddings", "samples")
@@ -207,7 +254,8 @@ class SemanticDedup(GlobalStage):
             norms = np.linalg.norm(X, axis=1)
             if not np.allclose(norms, 1.0, atol=1e-3):
                 X /= np.maximum(norms, 1e-12)[:, None]
-            res = semdedup(X, ids, p, io.join(ctx.run_dir, ctx.stage, "_work"), ctx.map, groups, counters)
+            locate = _locate(ctx, pids, ids) if p.verify else None
+            res = semdedup(X, ids, p, io.join(ctx.run_dir, ctx.stage, "_work"), ctx.map, groups, counters, locate)
             del X
         for k, v in counters.items():
             ctx.count(k, v)
@@ -239,7 +287,16 @@ class SemanticDedup(GlobalStage):
             cluster = [str(int(c)) for c in res.labels[r]]
         rep_ids = [ids[j] if j >= 0 else None for j in rep.tolist()]
         scores = [None if k else float(s) for k, s in zip(keep.tolist(), score.tolist())]
-        reasons = [None if k else f"cosine {s:.4f} > 1-eps {t:.4f}" for k, s in zip(keep.tolist(), score.tolist())]
+        reasons = []
+        for i, k, s in zip(r.tolist(), keep.tolist(), score.tolist()):
+            d = res.detail[i]
+            if not k:
+                reasons.append(f"cosine {s:.4f} > 1-eps {t:.4f}" + (f"; verified: {d}" if d else ""))
+            elif res.rej[i] >= 0:
+                reasons.append(f"kept: cosine {res.rej_score[i]:.4f} > 1-eps {t:.4f} to {ids[res.rej[i]]} "
+                               f"rejected by verification ({d})")
+            else:
+                reasons.append(None)
         return pa.table({
             "sample_id": pa.array([ids[i] for i in r], pa.string()),
             "method": pa.array([METHOD] * len(r), pa.string()),
