@@ -491,3 +491,93 @@ def test_salt_is_per_run_unless_a_project_secret_is_given(tmp_path):
     assert s1 == s2 and s1 != a
     card = (tmp_path / "cards" / "s2.md").read_text()
     assert "project secret" in card and "correct horse" not in card
+
+
+# ------------------------------------- 1. no unpickling loader anywhere: package, tests, benchmarks
+_PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib"}
+# the one place that unpickles on purpose: it proves the planted payload is live, in a tmp dir
+_UNPICKLE_ALLOWED = {("tests/adversarial/test_security.py", "test_the_payload_really_runs_when_unpickled")}
+
+
+def _unsafe_loads(source: str) -> list[tuple[int, str, str]]:
+    """(line, enclosing function, problem) for each unpickling load in ``source``: ``pickle.load(s)`` and the
+    like (dill, cloudpickle, joblib, ``Unpickler``, ``pd.read_pickle``, ``shelve.open``), ``from pickle import
+    load``, ``torch.load`` without ``weights_only=True``, ``np.load`` with ``allow_pickle`` other than False."""
+    import ast
+
+    found: list[tuple[int, str, str]] = []
+
+    class Visitor(ast.NodeVisitor):
+        func = "<module>"
+
+        def visit_FunctionDef(self, node):
+            outer, self.func = self.func, node.name
+            self.generic_visit(node)
+            self.func = outer
+
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_ImportFrom(self, node):
+            if (node.module or "").split(".")[0] in _PICKLE_MODULES:
+                for a in node.names:
+                    if a.name in ("load", "loads", "Unpickler", "*"):
+                        found.append((node.lineno, self.func, f"from {node.module} import {a.name}"))
+
+        def visit_Call(self, node):
+            f = node.func
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+                owner, attr = f.value.id, f.attr
+                if owner in _PICKLE_MODULES and attr in ("load", "loads", "Unpickler"):
+                    found.append((node.lineno, self.func, f"{owner}.{attr}"))
+                if owner in ("pd", "pandas") and attr == "read_pickle":
+                    found.append((node.lineno, self.func, f"{owner}.read_pickle"))
+                if owner == "shelve" and attr == "open":
+                    found.append((node.lineno, self.func, "shelve.open"))
+                if owner == "torch" and attr == "load":
+                    kw = {k.arg: k.value for k in node.keywords}
+                    ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+                    if not ok:
+                        found.append((node.lineno, self.func, "torch.load without weights_only=True"))
+                if owner in ("np", "numpy") and attr == "load":
+                    kw = {k.arg: k.value for k in node.keywords}
+                    v = kw.get("allow_pickle")
+                    if v is not None and not (isinstance(v, ast.Constant) and v.value is False):
+                        found.append((node.lineno, self.func, "np.load with allow_pickle"))
+            self.generic_visit(node)
+
+    Visitor().visit(ast.parse(source))
+    return found
+
+
+def test_unsafe_load_guard_catches_every_form():
+    snippet = ("import pickle, torch, numpy as np, pandas as pd, dill, joblib\nfrom pickle import loads\n"
+               "def f(p):\n    pickle.load(p); pickle.loads(b''); pickle.Unpickler(p).load(); dill.load(p)\n"
+               "    joblib.load(p); pd.read_pickle(p); torch.load(p); torch.load(p, weights_only=False)\n"
+               "    np.load(p, allow_pickle=True); np.load(p, allow_pickle=flag)\n"
+               "    torch.load(p, weights_only=True); np.load(p); np.load(p, allow_pickle=False)\n"
+               "    s = 'pickle.load(f)'  # text, not a call\n")
+    found = _unsafe_loads(snippet)
+    assert [p for _, _, p in found] == [
+        "from pickle import loads", "pickle.load", "pickle.loads", "pickle.Unpickler", "dill.load", "joblib.load",
+        "pd.read_pickle", "torch.load without weights_only=True", "torch.load without weights_only=True",
+        "np.load with allow_pickle", "np.load with allow_pickle"]
+    assert {fn for _, fn, _ in found} == {"<module>", "f"}
+
+
+def test_nothing_in_package_tests_or_benchmarks_unpickles():
+    bad, allowed_seen = [], set()
+    for top in ("curate", "tests", "benchmarks"):
+        for d, _, files in os.walk(os.path.join(REPO, top)):
+            for f in sorted(files):
+                if not f.endswith(".py"):
+                    continue
+                rel = os.path.relpath(os.path.join(d, f), REPO)
+                with open(os.path.join(d, f)) as fh:
+                    for line, func, problem in _unsafe_loads(fh.read()):
+                        if (rel, func) in _UNPICKLE_ALLOWED:
+                            allowed_seen.add((rel, func))
+                        else:
+                            bad.append(f"{rel}:{line} ({func}): {problem}")
+    assert not bad, "unpickling loads found (use parquet / npz / json, weights_only=True or safetensors):\n" + \
+        "\n".join(bad)
+    assert allowed_seen == _UNPICKLE_ALLOWED  # the allow-list names a real, still-existing use

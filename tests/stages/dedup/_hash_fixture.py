@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import io
-import pickle
+import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -61,8 +62,10 @@ def brighter(img: np.ndarray, delta: int = 20) -> np.ndarray:
 
 
 def write_partitions(path: str, parts: dict[str, list[dict]]) -> str:
-    with open(path, "wb") as f:
-        pickle.dump({pid: samples_table(rows) for pid, rows in parts.items()}, f)
+    """Write ``parts`` as a directory of ``<pid>.parquet`` samples tables (no pickle anywhere)."""
+    os.makedirs(path, exist_ok=True)
+    for pid, rows in parts.items():
+        pq.write_table(samples_table(rows), os.path.join(path, f"{pid}.parquet"))
     return path
 
 
@@ -79,19 +82,18 @@ class TablesParams(StageParams):
 
 
 class TablesSource(SourceStage):
-    """Emits pickled samples tables, one per partition id (test only)."""
+    """Emits the samples tables of a :func:`write_partitions` directory, one per partition id (test only)."""
 
     key = "test.tables"
     Params = TablesParams
     outputs = ("samples",)
 
     def plan(self, ctx):
-        with open(self.params.path, "rb") as f:
-            return [Partition(pid) for pid in sorted(pickle.load(f))]
+        return [Partition(f[: -len(".parquet")]) for f in sorted(os.listdir(self.params.path))
+                if f.endswith(".parquet")]
 
     def read(self, partition, ctx) -> pa.Table:
-        with open(self.params.path, "rb") as f:
-            return pickle.load(f)[partition.id]
+        return pq.read_table(os.path.join(self.params.path, f"{partition.id}.parquet"))
 
 
 registry.register("test.tables", "tests.stages.dedup._hash_fixture:TablesSource")

@@ -10,7 +10,7 @@ from tests.stages.dedup._hash_fixture import ct_slice, jpeg95, rows_for, smooth_
 
 
 def run(tmp_path, parts, **params):
-    path = write_partitions(str(tmp_path / "parts.pkl"), parts)
+    path = write_partitions(str(tmp_path / "parts"), parts)
     cfg = PipelineConfig(name="t", stages=[{"stage": "test.tables", "path": path},
                                            {"stage": "dedup.exact", **params}])
     run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)

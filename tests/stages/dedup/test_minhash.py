@@ -31,7 +31,7 @@ def run(tmp_path, **params):
     imgs = [smooth_field(s) for s in range(8)]
     p0 = rows_for(imgs[:4], uri="memory://a", text=TEXTS_A)
     p1 = rows_for(imgs[4:], uri="memory://b", text=TEXTS_B)
-    path = write_partitions(str(tmp_path / "parts.pkl"), {"p0": p0, "p1": p1})
+    path = write_partitions(str(tmp_path / "parts"), {"p0": p0, "p1": p1})
     cfg = PipelineConfig(name="t", stages=[{"stage": "test.tables", "path": path},
                                            {"stage": "dedup.minhash", **params}])
     run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)
@@ -75,7 +75,7 @@ def test_bad_band_config_is_a_config_error():
 def test_hashes_table_carries_phash_from_an_earlier_stage(tmp_path):
     imgs = [smooth_field(s) for s in range(3)]
     rows = rows_for(imgs, text=["a b c d e f", "a b c d e f", None])
-    path = write_partitions(str(tmp_path / "parts.pkl"), {"p0": rows})
+    path = write_partitions(str(tmp_path / "parts"), {"p0": rows})
     cfg = PipelineConfig(name="t", stages=[{"stage": "test.tables", "path": path}, {"stage": "dedup.phash"},
                                            {"stage": "dedup.minhash"}])
     run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)

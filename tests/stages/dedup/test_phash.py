@@ -14,7 +14,7 @@ from tests.stages.dedup._hash_fixture import (brighter, cropped, ct_slice, jpeg9
 
 def run(tmp_path, parts, **params):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    path = write_partitions(str(tmp_path / "parts.pkl"), parts)
+    path = write_partitions(str(tmp_path / "parts"), parts)
     cfg = PipelineConfig(name="t", stages=[{"stage": "test.tables", "path": path},
                                            {"stage": "dedup.phash", **params}])
     run_pipeline(cfg, run_dir=str(tmp_path / "run"), scheduler="sync", progress=False)
