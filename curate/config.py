@@ -165,13 +165,24 @@ def check_order(specs: list[StageSpec]) -> None:
 
     Each stage's ``requires`` tables must be written by an earlier stage, and a stage with ``needs_settled``
     (shard, mine.*) must not follow a dedup stage unless a ``dedup.apply`` comes between them: shards would
-    ship removed duplicates and mined pairs would name rows that are not in the shards.
+    ship removed duplicates and mined pairs would name rows that are not in the shards. A table is settled
+    once: a second ``dedup.apply`` could remove the representative an earlier one's removals name. Nor may
+    shard / mine.* come before a ``dedup.apply`` that applies decisions written after them.
     """
     last_writer: dict[str, StageSpec] = {}
     settled: dict[str, int] = {}  # table -> index of the last stage that settled it
+    settler: dict[str, StageSpec] = {}  # table -> the stage that settled it (once per pipeline)
+    consumer: dict[str, StageSpec] = {}  # table -> the first stage that needs it settled
+    exposed: dict[str, tuple[StageSpec, StageSpec]] = {}  # table -> (that stage, a later writer of the table)
     for spec in specs:
         cls = registry.get(spec.key)
         where = f"stages[{spec.index}] ({spec.key})"
+        for table in cls.settles:
+            s = settler.get(table)
+            if s is not None:  # a later apply could remove the kept representative of an earlier one's removal
+                raise ConfigError(f"{where} comes after {s.key} (stages[{s.index}]), which already applied the "
+                                  f"'{table}'; a pipeline applies them once: put every dedup and filter stage "
+                                  f"before a single `- stage: {s.key}`")
         requires = cls.inputs[:1] if cls.requires is None else cls.requires
         for table in requires:
             if table not in last_writer:
@@ -186,9 +197,19 @@ def check_order(specs: list[StageSpec]) -> None:
                                   f"applied yet, so {spec.key} would see removed samples as kept; put "
                                   f"`- stage: {fix}` between them")
         for table in cls.settles:
+            if table in exposed:  # that stage saw (shard: shipped, mine: named) rows this stage removes
+                c, w = exposed[table]
+                raise ConfigError(f"stages[{c.index}] ({c.key}) comes before {spec.key} (stages[{spec.index}]), "
+                                  f"which applies the '{table}' of {w.key} (stages[{w.index}]), so {c.key} would "
+                                  f"see samples that are removed later; move it after {spec.key}")
             settled[table] = spec.index
+            settler[table] = spec
+        for table in cls.needs_settled:
+            consumer.setdefault(table, spec)
         for table in cls.outputs:
             last_writer[table] = spec
+            if table in consumer and table not in exposed:
+                exposed[table] = (consumer[table], spec)
             if not cls.inputs and table in cls.outputs[1:]:  # a source's extra tables are given data, not pending
                 settled[table] = spec.index
 
