@@ -52,7 +52,12 @@ class PixelsEncoder(Encoder):
         if k > 0:
             pca = faiss.PCAMatrix(d_in, k, -0.5 if self.whiten else 0.0, False)
             pca.epsilon = 1e-6
-            pca.train(x)
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)  # the covariance's rounding depends on the thread count: one thread,
+            try:  # so a Dask worker (OMP_NUM_THREADS=1) and an in-process run fit the same components
+                pca.train(x)
+            finally:
+                faiss.omp_set_num_threads(threads)
             A[:k] = faiss.vector_to_array(pca.A).reshape(k, d_in)
             b[:k] = faiss.vector_to_array(pca.b)
         self.set_state(A, b, k)

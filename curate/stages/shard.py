@@ -391,6 +391,9 @@ class Shard(GlobalStage):
         if samples is None or samples.num_rows == 0:
             raise CurateError("shard: no samples to write; check that upstream stages kept any rows "
                               "(see `curate status RUN_DIR`)")
+        # sample_id order before the seeded shuffle: the shards never depend on how the data were partitioned
+        order = np.argsort(np.asarray(samples.column("sample_id").to_pylist(), dtype=object), kind="stable")
+        samples, pids = samples.take(pa.array(order)), [pids[i] for i in order.tolist()]
         pairs = ctx.read_all("pairs") if ctx.has("pairs") else None
         adainf = self._adainf(ctx)
         rep = float(adainf["real_replication"]) if adainf else 1.0

@@ -112,15 +112,21 @@ def semdedup(X: np.ndarray, ids: list[str], p: SemanticParams, workdir: str, map
     n, d = X.shape
     counters = counters if counters is not None else {}
     active = np.ones(n, bool)
+    # clusters are fitted on the rows in sample_id order: the partitioning (row order) never changes them
+    canon = np.argsort(np.asarray(ids, dtype=object), kind="stable")
     if p.scope == "per_group":
         codes: dict[str, int] = {}
-        labels = np.array([codes.setdefault(g, len(codes)) if g is not None else -1 for g in (groups or [None] * n)],
-                          np.int64)
+        gs = groups or [None] * n
+        for i in canon.tolist():
+            if gs[i] is not None:
+                codes.setdefault(gs[i], len(codes))
+        labels = np.array([codes[g] if g is not None else -1 for g in gs], np.int64)
         active = labels >= 0
         sims = np.zeros(n, np.float32)
         if active.any():
             sums = np.zeros((len(codes), d), np.float64)
-            np.add.at(sums, labels[active], X[active])
+            rows = canon[active[canon]]
+            np.add.at(sums, labels[rows], X[rows])
             cent = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
             sims[active] = np.einsum("ij,ij->i", X[active], cent[labels[active]])
         counters["groups"] = len(codes)
@@ -129,7 +135,10 @@ def semdedup(X: np.ndarray, ids: list[str], p: SemanticParams, workdir: str, map
         # auto: sqrt(N), capped so faiss has >= 39 training points per centroid
         k = p.n_clusters or max(1, min(int(round(math.sqrt(n))), n // 39))
         t0 = time.perf_counter()
-        labels, sims, _ = sd.spherical_kmeans(X, k, p.niter, p.seed, p.max_points_per_centroid)
+        lab, sim, _ = sd.spherical_kmeans(np.ascontiguousarray(X[canon]), k, p.niter, p.seed,
+                                          p.max_points_per_centroid)
+        labels, sims = np.empty_like(lab), np.empty_like(sim)
+        labels[canon], sims[canon] = lab, sim
         counters["clusters"] = int(min(k, n))
         counters["kmeans_ms"] = int(1000 * (time.perf_counter() - t0))
     idx = np.flatnonzero(active)
@@ -253,7 +262,7 @@ class SemanticDedup(GlobalStage):
         if n:
             norms = np.linalg.norm(X, axis=1)
             if not np.allclose(norms, 1.0, atol=1e-3):
-                X /= np.maximum(norms, 1e-12)[:, None]
+                X = X / np.maximum(norms, 1e-12)[:, None]  # X may be a read-only view of the table
             locate = _locate(ctx, pids, ids) if p.verify else None
             res = semdedup(X, ids, p, io.join(ctx.run_dir, ctx.stage, "_work"), ctx.map, groups, counters, locate)
             del X

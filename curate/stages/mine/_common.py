@@ -48,7 +48,7 @@ class KnnParams(StageParams):
 
 @dataclass
 class Kept:
-    """The kept samples (rows with an embedding), in partition order."""
+    """The kept samples (rows with an embedding), in sample_id order."""
 
     ids: np.ndarray  # object array of sample_id
     pids: np.ndarray  # object array: partition of each row
@@ -149,7 +149,11 @@ def load_kept(ctx: StageContext, stage_key: str) -> tuple[Kept, int]:
         return Kept(np.zeros(0, object), np.zeros(0, object), np.zeros((0, 1), np.float32), z, z, z, z), missing
     m = pa.concat_tables(meta, promote_options="permissive")
     ids_a = np.concatenate(ids).astype(object)
-    x = np.concatenate(xs)
+    # rows in sample_id order, so that no seeded draw or tie depends on how the data were partitioned
+    order = np.argsort(ids_a, kind="stable")
+    ids_a, m = ids_a[order], m.take(pa.array(order))
+    pids = [np.concatenate(pids)[order]]
+    x = np.concatenate(xs)[order]
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     x = np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
     n = len(ids_a)
