@@ -91,6 +91,9 @@ def pipeline(images: str, partition_size: int, knobs: dict) -> PipelineConfig:
 
 def run(images: str, run_dir: str, partition_size: int, knobs: dict, scheduler: str = "sync",
         workers: int | None = None) -> str:
+    from curate import stage
+
+    stage._INSTANCES.clear()  # every run fits its own state (embed's PCA), as a fresh worker process does
     summary = run_pipeline(pipeline(images, partition_size, knobs), run_dir, scheduler=scheduler, workers=workers,
                            progress=False)
     assert summary["accounting"]["balanced"], summary["accounting"]
