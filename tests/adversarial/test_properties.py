@@ -1,8 +1,9 @@
 """Property tests (hypothesis): random pipelines over random good and bad files (issue 12, "Checked by").
 
 * Random stage orders: ``curate validate`` and ``curate run`` accept exactly the orders that the stage
-  model below calls possible; an impossible one exits 2 naming the stage and the table it lacks (or the
-  unapplied decisions), and writes nothing.
+  model below calls possible; an impossible one (an input no earlier stage writes, shard / mining
+  next to unapplied decisions on either side, a second dedup.apply) exits 2 naming the stage and the
+  table, and writes nothing.
 * Random *valid* pipelines (stages chosen in a random order among those whose inputs exist) over a
   random mix of real images (scikit-image's and pydicom's shipped pictures, as PNG and JPEG, exact and
   re-encoded copies, shared text sidecars) and broken files (truncated, zero-byte, wrong magic, a PNG
@@ -28,8 +29,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
-from hypothesis.control import currently_in_test_context, event as _hypothesis_event
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
+from hypothesis.control import event as _hypothesis_event
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -43,6 +45,7 @@ def event(label: str) -> None:
     """A hypothesis statistics event (``--hypothesis-show-statistics``); a no-op when called directly."""
     if currently_in_test_context():
         _hypothesis_event(label)
+
 
 # ------------------------------------------------------------------------------ the stage model
 # What each stage reads, writes and decides, as the README documents it (independent of the code's
@@ -273,7 +276,7 @@ def test_random_stage_orders_are_accepted_exactly_when_possible_many(tmp_path_fa
 
 
 # --------------------------------------------------------- 2. valid runs keep every invariant
-def _latest(run: str, stage_dirs: list[str], keys: list[str], key_set: set[str]) -> str | None:
+def _latest(stage_dirs: list[str], keys: list[str], key_set: set[str]) -> str | None:
     found = [d for d, k in zip(stage_dirs, keys) if k in key_set]
     return found[-1] if found else None
 
@@ -311,7 +314,7 @@ def check_run(tmp_root: str, entries: list[dict], corpus) -> None:
     assert acc["quarantined"] == len(bad)
 
     # kept = the last samples overlay (ingest or the last dedup.apply); removed = the union of removal logs
-    kept_dir = _latest(run, dirs, keys, {"ingest", "dedup.apply"})
+    kept_dir = _latest(dirs, keys, {"ingest", "dedup.apply"})
     kept = read_run_table(run, kept_dir)
     kept_ids = kept.column("sample_id").to_pylist()
     assert len(set(kept_ids)) == len(kept_ids)
@@ -352,7 +355,7 @@ def check_run(tmp_root: str, entries: list[dict], corpus) -> None:
 
     # shard rows = kept rows (the kept set the shard stage saw), the same ids
     for j in [j for j, k in enumerate(keys) if k == "shard"]:
-        shard_kept = read_run_table(run, _latest(run, dirs[:j], keys, {"ingest", "dedup.apply"}))
+        shard_kept = read_run_table(run, _latest(dirs[:j], keys, {"ingest", "dedup.apply"}))
         sdir = os.path.join(run, dirs[j], "shards")
         with open(os.path.join(sdir, "index.json")) as f:
             index = json.load(f)
