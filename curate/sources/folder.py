@@ -7,12 +7,9 @@ Multi-page TIFFs give one sample per page.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 from typing import Iterator
-
-from PIL import Image, UnidentifiedImageError
 
 from curate import imaging
 from curate.errors import SampleError
@@ -82,14 +79,6 @@ def plan(src, partition_size: int) -> list[dict]:
     return [{"files": c, "text_sidecar": src.text_sidecar} for c in chunks(entries, partition_size)]
 
 
-def _frames(img: Image.Image) -> Iterator[Image.Image]:
-    n = getattr(img, "n_frames", 1)
-    for i in range(n):
-        if n > 1:
-            img.seek(i)
-        yield img
-
-
 def read(payload: dict, opts: ReadOptions) -> Iterator:
     for entry in payload["files"]:
         if isinstance(entry, dict):
@@ -116,22 +105,10 @@ def read(payload: dict, opts: ReadOptions) -> Iterator:
         if not data:
             yield Bad(SampleError("empty_file", "file has 0 bytes"), path)
             continue
-        try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            yield Bad(SampleError("not_an_image", "not a readable image format (PNG/JPEG/TIFF/BMP expected)"), path)
-            continue
-        w, h = img.size
-        if opts.max_pixels and w * h > opts.max_pixels:
-            yield Bad(SampleError("too_large", f"{h}x{w} = {h * w} pixels exceeds max_pixels={opts.max_pixels}"), path)
-            continue
-        try:
-            for i, frame in enumerate(_frames(img)):
-                frame.load()
-                arr = imaging.from_pil(frame, opts.max_pixels)
-                yield sample_row(arr, path, i, label=label, label_name=label_name, text=text, source_hash=digest)
+        try:  # every frame decoded before any is yielded: a file is kept whole or quarantined whole
+            frames = list(imaging.decode_frames(data, opts.max_pixels))
         except SampleError as err:
             yield Bad(err, path)
-        except (OSError, SyntaxError, ValueError) as err:
-            reason = "truncated" if "truncat" in str(err).lower() else "corrupt_image"
-            yield Bad(SampleError(reason, f"cannot decode image: {err}"), path)
+            continue
+        for i, arr in enumerate(frames):
+            yield sample_row(arr, path, i, label=label, label_name=label_name, text=text, source_hash=digest)

@@ -72,18 +72,62 @@ def _dicom_files(path: str) -> list[str]:
     return out
 
 
+def _numbers(ds, keyword: str) -> list[float] | None:
+    """The float values of a multi-valued DS element, None when absent; raises :class:`SampleError`
+    (reason ``malformed_dicom_value``) naming the element when a value is not a decimal string."""
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        values = value if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str)) \
+            else [value]
+        out = [float(x) for x in values]
+    except (ValueError, TypeError, OverflowError) as err:
+        raise SampleError("malformed_dicom_value", f"{keyword} is not numeric ({_raw_value(ds, keyword)}): {err}") from None
+    if not all(np.isfinite(out)):
+        raise SampleError("malformed_dicom_value", f"{keyword} has a NaN/inf value ({_raw_value(ds, keyword)})")
+    return out
+
+
+def _raw_value(ds, keyword: str) -> str:
+    """The stored bytes of an element, for messages (never the parsed value, which may be what failed)."""
+    try:
+        from pydicom.datadict import tag_for_keyword
+
+        raw = ds.get_item(tag_for_keyword(keyword))
+        value = getattr(raw, "value", raw)
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    except Exception:  # noqa: BLE001 - best effort, for a message only
+        return "?"
+    return repr(text[:40])
+
+
 def _position(ds) -> float | None:
-    pos, ori = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    """Slice position along the normal of ImageOrientationPatient; None when absent.
+    Raises :class:`SampleError` (``malformed_dicom_value``) for non-numeric values."""
+    pos, ori = _numbers(ds, "ImagePositionPatient"), _numbers(ds, "ImageOrientationPatient")
     if pos is None:
         return None
-    pos = np.array([float(x) for x in pos])
+    if len(pos) != 3:
+        raise SampleError("malformed_dicom_value", f"ImagePositionPatient has {len(pos)} values, not 3")
     if ori is not None and len(ori) == 6:
-        o = np.array([float(x) for x in ori])
-        return float(np.dot(pos, np.cross(o[:3], o[3:])))
+        o = np.array(ori)
+        return float(np.dot(np.array(pos), np.cross(o[:3], o[3:])))
     return float(pos[2])
 
 
+def _instance(ds) -> int | None:
+    try:
+        inst = ds.get("InstanceNumber")
+        return int(inst) if inst not in (None, "") else None
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
 def plan_dicom(src, partition_size: int, salt: str) -> list[dict]:
+    """Partitions per series, slices in anatomical order. A series where some file has a malformed or
+    missing ImagePositionPatient is ordered by InstanceNumber instead (the payload says so and the
+    read counts it: ``dicom_ordered_by_instance_number``); never a failed run."""
     pydicom = _pydicom()
     series: dict[tuple, list] = {}
     bad = []
@@ -92,45 +136,76 @@ def plan_dicom(src, partition_size: int, salt: str) -> list[dict]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
+            key = (str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")),
+                   str(ds.get("SeriesInstanceUID", f)))
         except Exception:  # noqa: BLE001 - read() re-reads it and quarantines with the reason
             bad.append(f)
             continue
-        key = (str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", f)))
-        inst = ds.get("InstanceNumber")
-        series.setdefault(key, []).append((_position(ds), int(inst) if inst not in (None, "") else None, f))
+        try:
+            pos, problem = _position(ds), None
+        except SampleError as err:
+            pos, problem = None, err.detail
+        series.setdefault(key, []).append((pos, _instance(ds), f, problem))
     out = []
     for key in sorted(series):
         files = series[key]
-        files.sort(key=lambda x: (x[0] is None, x[0] if x[0] is not None else 0.0,
-                                  x[1] if x[1] is not None else 0, x[2]))
+        problems = [x for x in files if x[3] is not None]
+        by_instance = bool(problems) or (any(x[0] is None for x in files) and any(x[0] is not None for x in files))
+        if by_instance:  # positions unusable for part of the series: one consistent order for all of it
+            files.sort(key=lambda x: (x[1] is None, x[1] if x[1] is not None else 0, x[2]))
+        else:
+            files.sort(key=lambda x: (x[0] is None, x[0] if x[0] is not None else 0.0,
+                                      x[1] if x[1] is not None else 0, x[2]))
         group = salted_group(salt, "dicom", *key)
         for start, c in zip(range(0, len(files), partition_size), chunks(files, partition_size)):
-            out.append({"kind": "dicom", "group": group, "files": [x[2] for x in c], "first_slice": start,
-                        "window": src.window})
+            part = {"kind": "dicom", "group": group, "files": [x[2] for x in c], "first_slice": start,
+                    "window": src.window}
+            if by_instance:
+                part["order"] = "instance_number"
+                part["order_reason"] = (f"{len(problems)} file(s) with a malformed ImagePositionPatient "
+                                        f"(first: {problems[0][3]})" if problems
+                                        else "ImagePositionPatient missing in part of the series")
+            out.append(part)
     if bad:
         out.append({"kind": "dicom", "group": None, "files": bad, "first_slice": 0, "window": src.window})
     return out
 
 
 def _header_window(ds) -> tuple[float, float] | None:
-    c, w = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if c is None or w is None:
+    """(center, width) of the header's first VOI window; None when absent. Raises :class:`SampleError`
+    (``malformed_dicom_value``) for a non-numeric or non-positive value."""
+    c, w = _numbers(ds, "WindowCenter"), _numbers(ds, "WindowWidth")
+    if not c or not w:
         return None
-    c = c[0] if isinstance(c, (list, tuple)) or hasattr(c, "__len__") and not isinstance(c, str) else c
-    w = w[0] if isinstance(w, (list, tuple)) or hasattr(w, "__len__") and not isinstance(w, str) else w
-    return float(c), float(w)
+    if w[0] <= 0:
+        raise SampleError("malformed_dicom_value", f"WindowWidth {w[0]} is not positive")
+    return c[0], w[0]
 
 
-def _dicom_frames(ds) -> list[np.ndarray]:
+def _int_tag(ds, keyword: str, default: int) -> int:
+    try:
+        v = ds.get(keyword, default)
+        return int(v) if v not in (None, "") else default
+    except (ValueError, TypeError, OverflowError):
+        raise SampleError("malformed_dicom_value", f"{keyword} is not an integer ({_raw_value(ds, keyword)})") from None
+
+
+def _dicom_frames(ds, max_pixels: int | None = None) -> list[np.ndarray]:
     from pydicom.pixels import apply_modality_lut
 
+    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
+    nframes = max(_int_tag(ds, "NumberOfFrames", 1), 1)
+    if max_pixels and rows * cols > max_pixels:  # checked on the header, before any pixel is decoded
+        raise SampleError("too_large", f"header declares {rows}x{cols} = {rows * cols} pixels per frame, "
+                                       f"exceeds max_pixels={max_pixels}")
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        _numbers(ds, keyword)  # a malformed LUT value is this file's problem, named
     try:
         arr = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - missing codec, corrupt pixel data ...
         raise SampleError("unreadable_pixels", f"cannot decode pixel data ({type(err).__name__}: {err})") from None
     pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    spp = _int_tag(ds, "SamplesPerPixel", 1) or 1
     if spp == 1 and pi == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
@@ -141,7 +216,11 @@ def _dicom_frames(ds) -> list[np.ndarray]:
         if spp == 3:
             out.append(fr)  # pydicom >= 3 already converts YBR_* to RGB in pixel_array
         else:
-            out.append(apply_modality_lut(fr, ds))
+            try:
+                out.append(apply_modality_lut(fr, ds))
+            except (ValueError, TypeError, KeyError, IndexError) as err:
+                raise SampleError("malformed_dicom_value", f"cannot apply the modality LUT "
+                                                           f"({type(err).__name__}: {err})") from None
     return out
 
 
@@ -165,13 +244,14 @@ def read_dicom(payload: dict, opts: ReadOptions) -> Iterator:
                                                  str(ds.get("StudyInstanceUID", "")),
                                                  str(ds.get("SeriesInstanceUID", f)))
         try:
-            frames = _dicom_frames(ds)
+            frames = _dicom_frames(ds, opts.max_pixels)
+            mono1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+            # the header window matters only for window: auto; a malformed one then quarantines the file
+            header = _header_window(ds) if payload["window"] == "auto" else None
         except SampleError as err:
             yield Bad(err, f)
             slice_no += 1
             continue
-        mono1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
-        header = _header_window(ds)
         for i, fr in enumerate(frames):
             try:
                 if fr.ndim == 2:

@@ -177,6 +177,8 @@ class Ingest(SourceStage):
             items = parquet.read(payload, opts, src)
         elif src.type == "dicom":
             items = medical.read_dicom(payload, opts)
+            if payload.get("order") == "instance_number":  # positions unusable: ordered by InstanceNumber
+                ctx.count("dicom_ordered_by_instance_number", len(payload["files"]))
         else:
             items = medical.read_nifti(payload, opts)
         if src.redacted:
