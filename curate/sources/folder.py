@@ -7,6 +7,7 @@ Multi-page TIFFs give one sample per page.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from typing import Iterator
@@ -18,6 +19,13 @@ from curate.sources import Bad, ReadOptions, chunks, file_sha256, stamp
 
 TEXT_SUFFIXES = {".txt"}
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+log = logging.getLogger("curate.ingest")
+
+
+def _key(entry) -> str:
+    return entry if isinstance(entry, str) else entry["path"]
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
@@ -57,11 +65,21 @@ def _listing(root: str, text_sidecar: bool) -> list:
     return out
 
 
-def plan(src, partition_size: int) -> list[dict]:
+def plan(src, partition_size: int, claimed: set[str] | None = None) -> list[dict]:
     """Partitions of ``partition_size`` entries; an entry is ``[path, label, label_name, text_path]``
-    or a bad-input dict (quarantined by :func:`read` without touching the file)."""
+    or a bad-input dict (quarantined by :func:`read` without touching the file). Files whose real path is
+    in ``claimed`` (listed by an earlier folder source: nested or linked roots) are left out with a
+    warning, and the others are added to it, so no file is ingested twice."""
     root = src.path
     listing = _listing(root, src.text_sidecar)
+    if claimed is not None:
+        real = {k: os.path.realpath(k) for k in map(_key, listing)}
+        repeated = [e for e in listing if real[_key(e)] in claimed]
+        if repeated:
+            log.warning("ingest: %d file(s) under %s are already listed by an earlier folder source; "
+                        "ingesting each once", len(repeated), root)
+            listing = [e for e in listing if real[_key(e)] not in claimed]
+        claimed.update(real[_key(e)] for e in listing)
     names = {e for e in listing if isinstance(e, str)}
     rels = {f: os.path.relpath(f, root) for f in names}
     classes = sorted({r.split(os.sep)[0] for r in rels.values() if os.sep in r}) if src.labels == "subfolders" else []

@@ -13,6 +13,7 @@ PatientID or name.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Iterator
@@ -275,23 +276,67 @@ def _nifti_files(path: str) -> list[str]:
                   if f.endswith((".nii", ".nii.gz")))
 
 
-def plan_nifti(src, partition_size: int) -> list[dict]:
+def _declared_size_problem(f: str, img) -> str | None:
+    """Why the voxel data that a NIfTI header declares cannot be in the file (None when it can):
+    checked on the header, so a bomb header never allocates or plans millions of slices."""
+    hdr = img.header
+    nbytes = math.prod(img.shape) * np.dtype(hdr.get_data_dtype()).itemsize
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)  # where nibabel reads the voxels from
+    need = offset + nbytes
+    size = os.path.getsize(f)
+    if not f.endswith(".gz"):
+        return None if need <= size else f"header declares {nbytes} bytes of voxels at offset {offset}; the file has {size}"
+    with open(f, "rb") as fh:  # gzip trailer: ISIZE = uncompressed size mod 2^32 (RFC 1952)
+        fh.seek(max(size - 4, 0))
+        isize = int.from_bytes(fh.read(4), "little")
+    if (need < 1 << 32 and need > isize) or (need >= 1 << 32 and need % (1 << 32) != isize):
+        return f"header declares {need} uncompressed bytes; the gzip stream holds {isize}"
+    return None
+
+
+def plan_nifti(src, partition_size: int, max_pixels: int | None = None) -> list[dict]:
+    """Partitions of slices along ``axis``. A 4-D (or higher) file is a series of 3-D volumes: every volume
+    is sliced (payload ``volume``; rows carry it as ``#volume_index=<t>`` on the source_uri). A file whose
+    header cannot be read, declares more data than it holds, no voxels, or slices over ``max_pixels`` is
+    one quarantine row (reason in the payload); ``axis: 3`` is an error (exit 2): it is the volume axis."""
     try:
         import nibabel as nib
     except ImportError:
         raise ConfigError("NIfTI sources need nibabel: pip install 'curate[medical]'") from None
     out = []
     for f in _nifti_files(src.path):
+        def bad(reason: str, detail: str) -> dict:
+            return {"kind": "nifti", "path": f, "start": 0, "stop": 1, "axis": src.axis, "bad": [reason, detail]}
+
         try:
-            shape = nib.load(f).shape
-        except Exception:  # noqa: BLE001 - read() quarantines it
-            out.append({"kind": "nifti", "path": f, "start": 0, "stop": 1, "axis": src.axis, "bad": True})
+            img = nib.load(f)
+            shape = tuple(int(x) for x in img.shape)
+            problem = _declared_size_problem(f, img)
+        except Exception as err:  # noqa: BLE001 - one quarantine row for the file
+            out.append(bad("unreadable_nifti", f"cannot read the NIfTI header ({type(err).__name__}: {err})"))
             continue
-        if src.axis >= len(shape):
-            raise ConfigError(f"{f}: axis {src.axis} out of range for a volume of shape {shape}; use axis 0..{len(shape) - 1}")
-        n = shape[src.axis]
-        out += [{"kind": "nifti", "path": f, "start": s, "stop": min(n, s + partition_size), "axis": src.axis,
-                 "window": src.window, "drop_empty": src.drop_empty} for s in range(0, n, partition_size)]
+        if len(shape) >= 4 and src.axis == 3:
+            raise ConfigError(f"{f}: axis 3 is the volume (time) axis of this {len(shape)}-D image of shape {shape}; "
+                              f"slice along a spatial axis (axis: 0, 1 or 2): every volume is ingested")
+        if src.axis >= len(shape) or len(shape) < 3:
+            raise ConfigError(f"{f}: axis {src.axis} out of range for a volume of shape {shape}; "
+                              f"use axis 0..{min(len(shape), 3) - 1} (a NIfTI source needs 3-D volumes)")
+        if problem:
+            out.append(bad("truncated", problem))
+            continue
+        if math.prod(shape) == 0:
+            out.append(bad("empty_volume", f"volume of shape {shape} holds no voxels"))
+            continue
+        plane = math.prod(shape[:3]) // shape[src.axis]
+        if max_pixels and plane > max_pixels:
+            out.append(bad("too_large", f"slices of {plane} pixels (shape {shape}) exceed max_pixels={max_pixels}"))
+            continue
+        n, volumes = shape[src.axis], math.prod(shape[3:])
+        for t in range(volumes):
+            out += [{"kind": "nifti", "path": f, "start": s, "stop": min(n, s + partition_size), "axis": src.axis,
+                     "window": src.window, "drop_empty": src.drop_empty,
+                     **({"volume": t, "volume_shape": list(shape[3:])} if len(shape) > 3 else {})}
+                    for s in range(0, n, partition_size)]
     if not out:
         raise ConfigError(f"{src.path}: no .nii / .nii.gz files found")
     return out
@@ -313,27 +358,37 @@ def read_nifti(payload: dict, opts: ReadOptions) -> Iterator:
     import nibabel as nib
 
     f = payload["path"]
+    if payload.get("bad"):
+        reason, detail = payload["bad"] if isinstance(payload["bad"], list) else ("unreadable_nifti", "bad header")
+        yield Bad(SampleError(reason, detail), f)
+        return
+    uri, t = f, payload.get("volume")
     try:
         digest, _ = file_sha256(f)
         img = nib.load(f)
-        vol = np.asarray(img.dataobj, dtype=np.float32)
+        if t is None:
+            vol = np.asarray(img.dataobj, dtype=np.float32)
+        else:  # one 3-D volume of a 4-D+ series
+            idx = np.unravel_index(t, payload["volume_shape"])
+            vol = np.asarray(img.dataobj[(slice(None),) * 3 + tuple(int(i) for i in idx)], dtype=np.float32)
+            uri = f"{f}#volume_index={t}"
     except Exception as err:  # noqa: BLE001
-        yield Bad(SampleError("unreadable_nifti", f"cannot read NIfTI volume ({type(err).__name__}: {err})"), f)
+        yield Bad(SampleError("unreadable_nifti", f"cannot read NIfTI volume ({type(err).__name__}: {err})"), uri)
         return
-    if payload.get("bad"):
-        yield Bad(SampleError("unreadable_nifti", "header could not be read at planning time"), f)
+    if vol.ndim != 3:
+        yield Bad(SampleError("bad_shape", f"volume of shape {vol.shape} is not 3-D"), uri)
         return
-    if vol.ndim == 4:
-        vol = vol[..., 0]
     window = _volume_window(vol, payload["window"])
-    group = salted_group(opts.group_salt, "nifti", os.path.abspath(f))
+    group = salted_group(opts.group_salt, "nifti", os.path.abspath(f), *([] if t is None else [t]))
     for k in range(payload["start"], payload["stop"]):
         sl = np.take(vol, k, axis=payload["axis"])
         try:
             if payload["drop_empty"] and (np.nanmax(sl) == np.nanmin(sl) if np.isfinite(sl).any() else True):
+                if not np.isfinite(sl).all():
+                    raise SampleError("nan_values", f"slice {k} along axis {payload['axis']} has only NaN/inf values")
                 raise SampleError("empty_slice", f"slice {k} along axis {payload['axis']} is constant (dropped)")
             u8 = apply_window(sl, list(window))
-            yield sample_row(np.rot90(u8), f, k, group_id=group, slice_index=k, source_hash=digest,
+            yield sample_row(np.rot90(u8), uri, k, group_id=group, slice_index=k, source_hash=digest,
                              max_pixels=opts.max_pixels)
         except SampleError as err:
-            yield Bad(err, f, k)
+            yield Bad(err, uri, k)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import Annotated, Literal, Union
 
@@ -33,6 +34,39 @@ from curate.config import LocalPath, StageParams
 from curate.errors import SampleError
 from curate.sources import Bad, ReadOptions, arrays, folder, medical, parquet, redact_uri, scrub, stamp
 from curate.stage import Partition, SourceStage, StageContext
+
+log = logging.getLogger("curate.ingest")
+
+
+def source_identity(src) -> tuple:
+    """What a source reads, paths resolved (symbolic links, ``..``): two sources with one identity
+    would ingest the same rows twice (duplicate sample ids, removals naming themselves)."""
+    def real(path: str | None) -> str | None:
+        return None if path is None else os.path.realpath(path)
+
+    if src.type == "npz":
+        return ("npz", real(src.path), tuple(src.splits or ()))
+    if src.type == "idx":
+        return ("idx", real(src.images))
+    if src.type == "parquet":
+        return ("parquet", real(src.path), src.image_column)
+    return (src.type, real(src.path))
+
+
+def unique_sources(sources: list) -> list[int]:
+    """Indices of the sources to plan: the first of each :func:`source_identity`; every repeat is
+    dropped with a warning naming both positions."""
+    first: dict[tuple, int] = {}
+    keep = []
+    for i, src in enumerate(sources):
+        key = source_identity(src)
+        if key in first:
+            log.warning("ingest: sources[%d] repeats sources[%d] (%s %s); ingesting it once", i, first[key],
+                        src.type, key[1])
+            continue
+        first[key] = i
+        keep.append(i)
+    return keep
 
 
 class _Source(BaseModel):
@@ -138,10 +172,11 @@ class Ingest(SourceStage):
         secrets.write_private_json({"salt": mode, "redacted_sources": [i for i, s in enumerate(p.sources) if s.redacted],
                                     "salted_sources": [i for i, x in enumerate(salted) if x]},
                                    io.join(secrets.secrets_dir(ctx.run_dir), f"{ctx.stage}.json"))
-        parts, seen = [], {}
-        for si, src in enumerate(p.sources):
+        parts, seen, claimed = [], {}, set()
+        for si in unique_sources(p.sources):
+            src = p.sources[si]
             if src.type == "folder":
-                payloads = folder.plan(src, p.partition_size)
+                payloads = folder.plan(src, p.partition_size, claimed)
             elif src.type == "npz":
                 payloads = arrays.plan_npz(src, p.partition_size)
             elif src.type == "idx":
@@ -151,7 +186,7 @@ class Ingest(SourceStage):
             elif src.type == "dicom":
                 payloads = medical.plan_dicom(src, p.partition_size, salt)
             else:
-                payloads = medical.plan_nifti(src, p.partition_size)
+                payloads = medical.plan_nifti(src, p.partition_size, p.max_pixels)
             for payload in payloads:
                 payload = {"source": si, **payload}
                 # the id covers the files' stamp: a changed input reruns its partition (and downstream);
