@@ -158,6 +158,10 @@ def check_png(data: bytes, max_pixels: int | None = None) -> None:
         raise SampleError("truncated", f"PNG has no IEND chunk (file cut after byte {n})")
 
 
+_SIGNATURES = ((PNG_SIGNATURE, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+               (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"RIFF", "WebP"))
+
+
 def check_jpeg(data: bytes) -> None:
     """A JPEG must end with an EOI marker (FFD9) somewhere after its start; libjpeg fills a cut scan with grey."""
     if data.rfind(b"\xff\xd9", 2) == -1:
@@ -177,6 +181,10 @@ def open_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
     try:
         img = Image.open(_io.BytesIO(data))
     except UnidentifiedImageError:
+        fmt = next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+        if fmt:  # the signature of a format we read, but a header PIL cannot parse: cut or damaged
+            raise SampleError("corrupt_image", f"starts like a {fmt} file but its header cannot be parsed "
+                                               f"(truncated or damaged)") from None
         raise SampleError("not_an_image", "not a readable image format (PNG/JPEG/TIFF/BMP expected)") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as err:
         raise _decode_error(err) from None
