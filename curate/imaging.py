@@ -233,7 +233,8 @@ def pixel_hash(arr: np.ndarray) -> str:
 
 
 def sample_id(pix_hash: str, source_uri: str, source_index: int) -> str:
-    return hashlib.blake2b(f"{pix_hash}|{source_uri}|{source_index}".encode(), digest_size=12).hexdigest()
+    key = f"{pix_hash}|{source_uri}|{source_index}".encode("utf-8", "surrogateescape")  # any file name
+    return hashlib.blake2b(key, digest_size=12).hexdigest()
 
 
 def encode_png(arr: np.ndarray, compress_level: int = 1) -> bytes:

@@ -15,7 +15,7 @@ from typing import Iterator
 from curate import imaging
 from curate.errors import SampleError
 from curate.samples import sample_row
-from curate.sources import Bad, ReadOptions, chunks, file_sha256, stamp
+from curate.sources import Bad, ReadOptions, chunks, display_path, file_sha256, stamp
 
 TEXT_SUFFIXES = {".txt"}
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -100,15 +100,16 @@ def plan(src, partition_size: int, claimed: set[str] | None = None) -> list[dict
 def read(payload: dict, opts: ReadOptions) -> Iterator:
     for entry in payload["files"]:
         if isinstance(entry, dict):
-            yield Bad(SampleError(entry["reason"], entry["detail"]), entry["path"])
+            yield Bad(SampleError(entry["reason"], display_path(entry["detail"])), display_path(entry["path"]))
             continue
         path, label, label_name, side = entry
+        uri, label_name = display_path(path), None if label_name is None else display_path(label_name)
         try:
             digest, data = file_sha256(path)
         except FileNotFoundError:
             raise stamp.missing_input(path) from None
         except OSError as err:
-            yield Bad(SampleError("unreadable", f"cannot read file: {err}"), path)
+            yield Bad(SampleError("unreadable", f"cannot read file: {err}"), uri)
             continue
         text = None
         if side:
@@ -118,15 +119,15 @@ def read(payload: dict, opts: ReadOptions) -> Iterator:
             except FileNotFoundError:
                 raise stamp.missing_input(side) from None
             except OSError as err:
-                yield Bad(SampleError("unreadable", f"cannot read text sidecar {side}: {err}"), path)
+                yield Bad(SampleError("unreadable", f"cannot read text sidecar {side}: {err}"), uri)
                 continue
         if not data:
-            yield Bad(SampleError("empty_file", "file has 0 bytes"), path)
+            yield Bad(SampleError("empty_file", "file has 0 bytes"), uri)
             continue
         try:  # every frame decoded before any is yielded: a file is kept whole or quarantined whole
             frames = list(imaging.decode_frames(data, opts.max_pixels))
         except SampleError as err:
-            yield Bad(err, path)
+            yield Bad(err, uri)
             continue
         for i, arr in enumerate(frames):
-            yield sample_row(arr, path, i, label=label, label_name=label_name, text=text, source_hash=digest)
+            yield sample_row(arr, uri, i, label=label, label_name=label_name, text=text, source_hash=digest)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from curate import imaging, io, schemas, secrets
 from curate.config import LocalPath, StageParams
 from curate.errors import SampleError
-from curate.sources import Bad, ReadOptions, arrays, folder, medical, parquet, redact_uri, scrub, stamp
+from curate.sources import Bad, ReadOptions, arrays, display_path, folder, medical, parquet, redact_uri, scrub, stamp
 from curate.stage import Partition, SourceStage, StageContext
 
 log = logging.getLogger("curate.ingest")
@@ -219,11 +219,12 @@ class Ingest(SourceStage):
         if src.redacted:
             items = self._redact(items, opts.group_salt, ctx)
         rows = []
-        for item in items:
+        for item in items:  # names that are not UTF-8 are stored escaped (display_path); ids keep the real bytes
             if isinstance(item, Bad):
-                ctx.sample_error(item.error, item.source_uri, item.source_index)
+                ctx.sample_error(SampleError(item.error.reason, display_path(item.error.detail)),
+                                 display_path(item.source_uri), item.source_index)
             else:
-                rows.append(item)
+                rows.append({**item, "source_uri": display_path(item["source_uri"])})
         ctx.count("samples", len(rows))
         return pa.Table.from_pylist(rows, schema=schemas.SAMPLES)
 

@@ -149,15 +149,18 @@ def _folder(root: str, c: Corpus) -> None:
     files["x" * 200 + ".png"] = (p, None)
     files["PID-123_Doe^Jane ' \" `.png"] = (flip(p, idat_at + 10), "crc_mismatch")
     files["日本語の名前.png"] = (p, None)
+    files[os.fsdecode(b"latin1_caf\xe9_not_utf8.png")] = (p, None)  # stored as ...caf\xe9... (escaped)
+    files[os.fsdecode(b"\xff\xfe_cut.png")] = (p[:60], "truncated")
     for name, (data, reason) in files.items():
         path = os.path.join(d, name)
         with open(path, "wb") as f:
             f.write(data)
-        kind = "folder:" + name
+        kind = "folder:" + os.fsencode(name).decode("utf-8", "backslashreplace")
+        uri = os.fsencode(path).decode("utf-8", "backslashreplace")
         if reason is None:
-            c.good[kind] = (path, None)
+            c.good[kind] = (uri, None)
         else:
-            c.bad[kind] = (path, None, reason)
+            c.bad[kind] = (uri, None, reason)
     c.sources.append({"type": "folder", "path": d, "labels": "none"})
     c.sources.append({"type": "folder", "path": d + "/", "labels": "none"})  # the same source twice
 
