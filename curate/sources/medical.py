@@ -296,7 +296,8 @@ def _declared_size_problem(f: str, img) -> str | None:
 
 def plan_nifti(src, partition_size: int, max_pixels: int | None = None) -> list[dict]:
     """Partitions of slices along ``axis``. A 4-D (or higher) file is a series of 3-D volumes: every volume
-    is sliced (payload ``volume``; rows carry it as ``#volume_index=<t>`` on the source_uri). A file whose
+    is sliced (payload ``volumes`` = [t0, t1); rows carry ``#volume_index=<t>`` on the source_uri, and a
+    group per volume, so adjacent-slice pairs never cross volumes). A file whose
     header cannot be read, declares more data than it holds, no voxels, or slices over ``max_pixels`` is
     one quarantine row (reason in the payload); ``axis: 3`` is an error (exit 2): it is the volume axis."""
     try:
@@ -332,11 +333,16 @@ def plan_nifti(src, partition_size: int, max_pixels: int | None = None) -> list[
             out.append(bad("too_large", f"slices of {plane} pixels (shape {shape}) exceed max_pixels={max_pixels}"))
             continue
         n, volumes = shape[src.axis], math.prod(shape[3:])
-        for t in range(volumes):
-            out += [{"kind": "nifti", "path": f, "start": s, "stop": min(n, s + partition_size), "axis": src.axis,
-                     "window": src.window, "drop_empty": src.drop_empty,
-                     **({"volume": t, "volume_shape": list(shape[3:])} if len(shape) > 3 else {})}
-                    for s in range(0, n, partition_size)]
+        base = {"kind": "nifti", "path": f, "axis": src.axis, "window": src.window, "drop_empty": src.drop_empty}
+        if len(shape) == 3:
+            out += [{**base, "start": s, "stop": min(n, s + partition_size)} for s in range(0, n, partition_size)]
+        elif n >= partition_size:  # one volume per partition, its slices chunked
+            out += [{**base, "volumes": [t, t + 1], "start": s, "stop": min(n, s + partition_size)}
+                    for t in range(volumes) for s in range(0, n, partition_size)]
+        else:  # whole volumes per partition: a .nii.gz is inflated once per partition, not once per volume
+            per = max(1, partition_size // n)
+            out += [{**base, "volumes": [t, min(volumes, t + per)], "start": 0, "stop": n}
+                    for t in range(0, volumes, per)]
     if not out:
         raise ConfigError(f"{src.path}: no .nii / .nii.gz files found")
     return out
@@ -362,19 +368,32 @@ def read_nifti(payload: dict, opts: ReadOptions) -> Iterator:
         reason, detail = payload["bad"] if isinstance(payload["bad"], list) else ("unreadable_nifti", "bad header")
         yield Bad(SampleError(reason, detail), f)
         return
-    uri, t = f, payload.get("volume")
+    span = payload.get("volumes")  # [t0, t1) of a 4-D+ file; None for a 3-D one
     try:
         digest, _ = file_sha256(f)
         img = nib.load(f)
-        if t is None:
-            vol = np.asarray(img.dataobj, dtype=np.float32)
-        else:  # one 3-D volume of a 4-D+ series
-            idx = np.unravel_index(t, payload["volume_shape"])
-            vol = np.asarray(img.dataobj[(slice(None),) * 3 + tuple(int(i) for i in idx)], dtype=np.float32)
-            uri = f"{f}#volume_index={t}"
+        if span is None:
+            vols = [(None, np.asarray(img.dataobj, dtype=np.float32))]
+        else:
+            shape = tuple(int(x) for x in img.shape)
+            if span[1] - span[0] == 1:  # one volume: read only it (an uncompressed file is memory-mapped)
+                idx = np.unravel_index(span[0], shape[3:], order="F")  # as the reshape below
+                vols = [(span[0], np.asarray(img.dataobj[(slice(None),) * 3 + tuple(int(i) for i in idx)],
+                                             dtype=np.float32))]
+            else:
+                data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3] + (-1,), order="F")
+                vols = [(t, data[..., t]) for t in range(*span)]
     except Exception as err:  # noqa: BLE001
-        yield Bad(SampleError("unreadable_nifti", f"cannot read NIfTI volume ({type(err).__name__}: {err})"), uri)
+        uris = [f] if span is None else [f"{f}#volume_index={t}" for t in range(*span)]
+        for uri in uris:
+            yield Bad(SampleError("unreadable_nifti", f"cannot read NIfTI volume ({type(err).__name__}: {err})"), uri)
         return
+    for t, vol in vols:
+        yield from _nifti_slices(payload, opts, f, t, vol, digest)
+
+
+def _nifti_slices(payload: dict, opts: ReadOptions, f: str, t: int | None, vol: np.ndarray, digest: str) -> Iterator:
+    uri = f if t is None else f"{f}#volume_index={t}"
     if vol.ndim != 3:
         yield Bad(SampleError("bad_shape", f"volume of shape {vol.shape} is not 3-D"), uri)
         return

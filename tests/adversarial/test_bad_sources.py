@@ -144,6 +144,25 @@ def test_nifti_4d_ingests_every_volume_and_axis_3_exits_2(tmp_path):
     expected = np.rot90(np.rint(np.clip((v[:, :, 1] - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8))
     assert np.abs(imaging.decode_png(row["image"]).astype(int) - expected).max() <= 1
     assert len({r["group_id"] for r in samples.to_pylist()}) == 3  # adjacency stays inside one volume
+    # whole volumes per partition (partition_size 2048) or slices of one volume (3): the same rows
+    (tmp_path / "big").mkdir()
+    again, _, _ = _ok(tmp_path / "big", [{"type": "nifti", "path": str(path), "axis": 2}], partition_size=2048)
+    key = ["sample_id", "image", "slice_index", "source_uri"]  # group_id: salted per run
+    assert again.select(key).sort_by("sample_id").equals(samples.select(key).sort_by("sample_id"))
+
+
+def test_nifti_5d_every_volume_once(tmp_path):
+    import nibabel as nib
+
+    vol = np.random.default_rng(1).random((4, 4, 2, 2, 3)).astype(np.float32)
+    path = tmp_path / "v5.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), path)
+    for size in (1, 100):
+        (tmp_path / str(size)).mkdir()
+        samples, quarantine, _ = _ok(tmp_path / str(size), [{"type": "nifti", "path": str(path)}], partition_size=size)
+        assert samples.num_rows == 2 * 6 and quarantine.num_rows == 0
+        hashes = {r["pixel_hash"] for r in samples.to_pylist()}
+        assert len(hashes) == 12  # 6 distinct volumes x 2 slices, none read twice
 
 
 # --------------------------------------------------------------------------- 14. short IDAT, CRCs
