@@ -200,7 +200,14 @@ def test_check_png_accepts_valid_pngs_of_every_flavour():
 
     for arr in (_corpus.GOOD, _corpus.GOOD_GRAY, np.zeros((3, 700, 4), np.uint8)):
         for kw in ({}, {"optimize": True}, {"compress_level": 0}):
-            imaging.check_png(_corpus.encode(arr, "PNG", **kw))
+            data = _corpus.encode(arr, "PNG", **kw)
+            imaging.check_png(data)
+            with Image.open(io.BytesIO(data)) as img:  # the libspng fast path gives PIL's pixels
+                np.testing.assert_array_equal(imaging.decode_image_bytes(data), imaging.from_pil(img))
+    frames = [Image.fromarray(np.full((4, 4), v, np.uint8)) for v in (10, 200)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])  # APNG: both frames
+    assert [int(f[0, 0]) for f in imaging.decode_frames(buf.getvalue())] == [10, 200]
     for mode in ("1", "P", "LA", "RGBA", "I;16"):
         buf = io.BytesIO()
         Image.new(mode, (13, 7)).save(buf, format="PNG")
