@@ -2,10 +2,12 @@
 
 DICOM: files are grouped by (PatientID, StudyInstanceUID, SeriesInstanceUID);
 slices are ordered by ImagePositionPatient projected on the slice normal, then
-InstanceNumber; multi-frame files are split into frames; the modality LUT
+InstanceNumber (by InstanceNumber alone, counted, when a file of the series has a
+malformed position); a malformed DS / IS value that a file needs quarantines that
+file (``malformed_dicom_value``), never the run; multi-frame files are split into frames; the modality LUT
 (RescaleSlope / RescaleIntercept) is applied, then a CT window, and
 MONOCHROME1 is inverted. NIfTI: a volume is sliced along ``axis`` with one
-window for the whole volume (so adjacent slices stay comparable); empty
+window for the whole volume (every volume of a 4-D+ file, ``#volume_index=<t>``) (so adjacent slices stay comparable); empty
 slices can be dropped (counted, quarantined with reason ``empty_slice``).
 ``group_id`` is a salted hash of the series / volume identity, never the raw
 PatientID or name.

@@ -36,9 +36,11 @@ def _check_types(f: str, schema: pa.Schema, src) -> str | None:
         raise ConfigError(f"{f}: image column '{src.image_column}' has type {image}, but it must hold encoded image "
                           f"bytes (binary, or a {{bytes, path}} struct as Hugging Face writes); fix: set image_column "
                           f"to the column with the image bytes" + (f" (candidates: {binary})" if binary else ""))
-    for role, col in (("text", src.text_column),):
-        if col and not (pa.types.is_string(schema.field(col).type) or pa.types.is_large_string(schema.field(col).type)):
-            raise ConfigError(f"{f}: {role} column '{col}' has type {schema.field(col).type}; it must be a string column")
+    if src.text_column:
+        t = schema.field(src.text_column).type
+        t = t.value_type if pa.types.is_dictionary(t) else t
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise ConfigError(f"{f}: text column '{src.text_column}' has type {t}; it must be a string column")
     if not src.label_column:
         return None
     t = schema.field(src.label_column).type

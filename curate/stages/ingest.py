@@ -12,10 +12,16 @@ range + a stamp of the files' size and mtime, or content), so the worker
 count never changes them and a file rewritten in place reruns its partition.
 Paths are made absolute when the config is built (on the driver); a worker
 that cannot see a planned file fails the stage naming its host and the path.
-Bad inputs (truncated files, non-images, FIFOs / sockets / devices
-(``not_a_regular_file``), sub-directories that cannot be listed
-(``unreadable_directory``), unreadable DICOM, NaN arrays, 0-pixel or
-over-``max_pixels`` images, unsupported dtypes) go to quarantine with a reason.
+Bad inputs (truncated files, PNG chunk CRC errors (``crc_mismatch``), non-images,
+FIFOs / sockets / devices (``not_a_regular_file``), sub-directories that cannot be
+listed (``unreadable_directory``), unreadable DICOM or malformed DICOM values the
+file needs (``malformed_dicom_value``), NaN arrays, 0-pixel or over-``max_pixels``
+images (from the header, before decoding), unsupported dtypes, labels that are not
+class ids) go to quarantine with a reason; a source that cannot be read as declared
+(labels that do not match the images, a cut IDX header, a column of the wrong type,
+``axis: 3`` on a 4-D NIfTI) is a :class:`ConfigError` (exit 2) naming the file. A
+source listed twice, or a folder nested in an earlier one, is planned once (warning).
+File names that are not UTF-8 are stored with ``\\xNN`` escapes.
 """
 
 from __future__ import annotations
