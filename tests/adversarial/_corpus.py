@@ -37,11 +37,13 @@ def chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
 
 
 def png(w: int, h: int, raw: bytes | None = None, *, ctype: int = 0, idat: bytes | None = None,
-        ihdr_crc: int | None = None, idat_crc: int | None = None, iend: bool = True) -> bytes:
-    """A hand-made 8-bit PNG; ``raw`` filtered scanlines (default: all rows of a gray image, filter 0)."""
+        ihdr_crc: int | None = None, idat_crc: int | None = None, iend: bool = True, depth: int = 8,
+        interlace: int = 0) -> bytes:
+    """A hand-made PNG; ``raw`` filtered scanlines (default: all rows of an 8-bit gray image, filter 0)."""
     if idat is None:
         idat = zlib.compress(raw if raw is not None else b"".join(b"\x00" + bytes(w) for _ in range(h)))
-    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype, 0, 0, 0), ihdr_crc)
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, interlace)
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr, ihdr_crc)
     out += chunk(b"IDAT", idat, idat_crc)
     return out + (chunk(b"IEND", b"") if iend else b"")
 
@@ -50,6 +52,13 @@ def flip(data: bytes, at: int) -> bytes:
     b = bytearray(data)
     b[at] ^= 0xFF
     return bytes(b)
+
+
+def _palette_png() -> bytes:
+    img = Image.fromarray(GOOD).convert("P", palette=Image.ADAPTIVE, colors=16)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def jpeg_with_size(data: bytes, w: int, h: int) -> bytes:
@@ -110,6 +119,16 @@ def _folder(root: str, c: Corpus) -> None:
     files["png_bad_color_type.png"] = (png(16, 16, ctype=5), "corrupt_image")
     files["png_huge_chunk_length.png"] = (p[:33] + struct.pack(">I", 0xFFFFFFF0) + p[37:], "corrupt_image")
     files["png_cut_in_chunk_header.png"] = (p[: idat_at - 2], "truncated")
+    # PNG flavours that libspng does not take (16-bit, palette, alpha, interlaced): the full check decides
+    p16 = encode((GOOD_GRAY.astype(np.uint16) * 257), "PNG")
+    pal = _palette_png()
+    files["png16_good.png"] = (p16, None)
+    files["png16_short_idat.png"] = (png(64, 64, b"".join(b"\x00" + bytes(128) for _ in range(5)), depth=16), "truncated")
+    files["png_palette_good.png"] = (pal, None)
+    files["png_palette_byte_flipped.png"] = (flip(pal, pal.index(b"IDAT") + 6), "crc_mismatch")
+    files["png_rgba_good.png"] = (encode(np.dstack([GOOD, GOOD_GRAY]), "PNG"), None)
+    files["png_rgba_short_idat.png"] = (png(32, 32, b"\x00" + bytes(128), ctype=6), "truncated")
+    files["png_interlaced_short.png"] = (png(16, 16, b"\x00" * 20, interlace=1), "truncated")
     # JPEG
     files["jpeg_good.jpg"] = (j, None)
     files["jpeg_truncated_half.jpg"] = (j[: len(j) // 2], "truncated")
