@@ -65,14 +65,27 @@ def apply_window(arr: np.ndarray, window, header: tuple | None = None) -> np.nda
 
 
 # ------------------------------------------------------------------------- DICOM
-def _dicom_files(path: str) -> list[str]:
+def _walk(path: str, keep=lambda name: True) -> tuple[list[str], list[dict]]:
+    """(regular files, skipped entries) under ``path``: FIFOs, sockets, devices, broken links and
+    sub-directories that cannot be listed are never opened (a FIFO would block ingest forever); each
+    becomes a quarantine row (:func:`curate.sources.folder._listing`)."""
+    from curate.sources.folder import _listing
+
     if os.path.isfile(path):
-        return [path]
-    out = []
-    for d, dirs, fs in os.walk(path):
-        dirs.sort()
-        out += [os.path.join(d, f) for f in sorted(fs) if not f.startswith(".")]
-    return out
+        return [path], []
+    files, skipped = [], []
+    for e in _listing(path, text_sidecar=False):
+        if isinstance(e, str):
+            if keep(e):
+                files.append(e)
+        elif e["reason"] == "unreadable_directory" or keep(e["path"]):
+            skipped.append(e)
+    return files, skipped
+
+
+def _skipped(payload: dict) -> Iterator:
+    for e in payload.get("skipped") or ():
+        yield Bad(SampleError(e["reason"], e["detail"]), e["path"])
 
 
 def _numbers(ds, keyword: str) -> list[float] | None:
@@ -134,7 +147,8 @@ def plan_dicom(src, partition_size: int, salt: str) -> list[dict]:
     pydicom = _pydicom()
     series: dict[tuple, list] = {}
     bad = []
-    for f in _dicom_files(src.path):
+    files, skipped = _walk(src.path)
+    for f in files:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -169,8 +183,9 @@ def plan_dicom(src, partition_size: int, salt: str) -> list[dict]:
                                         f"(first: {problems[0][3]})" if problems
                                         else "ImagePositionPatient missing in part of the series")
             out.append(part)
-    if bad:
-        out.append({"kind": "dicom", "group": None, "files": bad, "first_slice": 0, "window": src.window})
+    if bad or skipped:
+        out.append({"kind": "dicom", "group": None, "files": bad, "first_slice": 0, "window": src.window,
+                    "skipped": skipped})
     return out
 
 
@@ -229,6 +244,7 @@ def _dicom_frames(ds, max_pixels: int | None = None) -> list[np.ndarray]:
 
 def read_dicom(payload: dict, opts: ReadOptions) -> Iterator:
     pydicom = _pydicom()
+    yield from _skipped(payload)
     slice_no = payload["first_slice"]
     for f in payload["files"]:
         try:
@@ -271,13 +287,6 @@ def read_dicom(payload: dict, opts: ReadOptions) -> Iterator:
 
 
 # ------------------------------------------------------------------------- NIfTI
-def _nifti_files(path: str) -> list[str]:
-    if os.path.isfile(path):
-        return [path]
-    return sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
-                  if f.endswith((".nii", ".nii.gz")))
-
-
 def _declared_size_problem(f: str, img) -> str | None:
     """Why the voxel data that a NIfTI header declares cannot be in the file (None when it can):
     checked on the header, so a bomb header never allocates or plans millions of slices."""
@@ -306,8 +315,9 @@ def plan_nifti(src, partition_size: int, max_pixels: int | None = None) -> list[
         import nibabel as nib
     except ImportError:
         raise ConfigError("NIfTI sources need nibabel: pip install 'curate[medical]'") from None
-    out = []
-    for f in _nifti_files(src.path):
+    files, skipped = _walk(src.path, lambda name: name.endswith((".nii", ".nii.gz")))
+    out = [{"kind": "nifti", "skipped": skipped, "start": 0, "stop": 0, "axis": src.axis}] if skipped else []
+    for f in sorted(files):
         def bad(reason: str, detail: str) -> dict:
             return {"kind": "nifti", "path": f, "start": 0, "stop": 1, "axis": src.axis, "bad": [reason, detail]}
 
@@ -365,6 +375,9 @@ def _volume_window(vol: np.ndarray, window) -> tuple[float, float]:
 def read_nifti(payload: dict, opts: ReadOptions) -> Iterator:
     import nibabel as nib
 
+    if "skipped" in payload:
+        yield from _skipped(payload)
+        return
     f = payload["path"]
     if payload.get("bad"):
         reason, detail = payload["bad"] if isinstance(payload["bad"], list) else ("unreadable_nifti", "bad header")

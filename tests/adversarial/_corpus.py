@@ -291,6 +291,11 @@ def _dicom(root: str, c: Corpus) -> None:
     del ds.PixelData
     ds.save_as(os.path.join(d, "no_pixels.dcm"))
     c.bad["dicom:no_pixel_data"] = (os.path.join(d, "no_pixels.dcm"), None, "no_pixel_data")
+    if hasattr(os, "mkfifo"):  # opening a FIFO would block ingest forever: never opened, quarantined
+        os.mkfifo(os.path.join(d, "pipe.dcm"))
+        c.bad["dicom:fifo"] = (os.path.join(d, "pipe.dcm"), None, "not_a_regular_file")
+    os.symlink(os.path.join(d, "nowhere.dcm"), os.path.join(d, "dangling.dcm"))
+    c.bad["dicom:broken_symlink"] = (os.path.join(d, "dangling.dcm"), None, "unreadable")
     c.sources.append({"type": "dicom", "path": d, "window": "auto", "redact_paths": False})
 
 
@@ -336,6 +341,11 @@ def _nifti(root: str, c: Corpus) -> None:
     with open(os.path.join(d, "bomb.nii"), "wb") as f:
         f.write(bomb.header.binaryblock + b"\x00" * 4 + b"\x00" * 32)
     c.bad["nifti:bomb_header"] = (os.path.join(d, "bomb.nii"), None, "truncated")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(os.path.join(d, "pipe.nii"))
+        c.bad["nifti:fifo"] = (os.path.join(d, "pipe.nii"), None, "not_a_regular_file")
+    os.symlink(os.path.join(d, "nowhere.nii.gz"), os.path.join(d, "dangling.nii.gz"))
+    c.bad["nifti:broken_symlink"] = (os.path.join(d, "dangling.nii.gz"), None, "unreadable")
     c.sources.append({"type": "nifti", "path": d, "axis": 2})
 
 
