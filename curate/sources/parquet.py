@@ -95,13 +95,20 @@ def _label(value, names: dict[str, int] | None, i: int) -> tuple[int | None, str
         if value != value:  # NaN: no label
             return None, None
         if not value.is_integer():
-            raise SampleError("bad_label", f"row {i}: label {value!r} is not a whole number (class id)")
+            raise SampleError("bad_label", f"label {value!r} is not a whole number (class id)")
     return int(value), None
 
 
 def read(payload: dict, opts: ReadOptions, src) -> Iterator:
     cols = [c for c in (src.image_column, src.label_column, src.text_column, src.group_column) if c]
-    table = pq.read_table(payload["path"], columns=cols).slice(payload["start"], payload["stop"] - payload["start"])
+    try:  # page CRCs are verified where the writer stored them (write_page_checksum)
+        table = pq.read_table(payload["path"], columns=cols, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as err:  # a damaged page / footer: every row of the partition, counted
+        for i in range(payload["start"], payload["stop"]):
+            yield Bad(SampleError("unreadable_parquet", f"row {i}: cannot read the file's pages "
+                                                        f"({type(err).__name__}: {err})"), payload["path"], i)
+        return
+    table = table.slice(payload["start"], payload["stop"] - payload["start"])
     data = table.to_pydict()
     names = {n: k for k, n in enumerate(payload["label_names"])} if "label_names" in payload else None
     for j in range(table.num_rows):

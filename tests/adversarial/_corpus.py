@@ -233,6 +233,14 @@ def _parquet(root: str, c: Corpus) -> None:
     c.sources.append({"type": "parquet", "path": path, "label_column": "y"})
     c.bad["parquet:fractional_label"] = (path, 1, "bad_label")
     c.good["parquet:null_label"] = (path, 2)
+    path = os.path.join(root, "damaged_page.parquet")  # a data page whose CRC no longer matches
+    pq.write_table(pa.table({"image": [p, p]}), path, compression="none", write_page_checksum=True)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(flip(data, data.index(p) + 40))
+    c.sources.append({"type": "parquet", "path": path})
+    for i in range(2):
+        c.bad[f"parquet:damaged_page_row{i}"] = (path, i, "unreadable_parquet")
 
 
 def _ct(**changes):
