@@ -101,14 +101,23 @@ def _label(value, names: dict[str, int] | None, i: int) -> tuple[int | None, str
 
 def read(payload: dict, opts: ReadOptions, src) -> Iterator:
     cols = [c for c in (src.image_column, src.label_column, src.text_column, src.group_column) if c]
-    try:  # page CRCs are verified where the writer stored them (write_page_checksum)
-        table = pq.read_table(payload["path"], columns=cols, page_checksum_verification=True)
+    start, stop = payload["start"], payload["stop"]
+    try:  # only the row groups of this partition; page CRCs verified where the writer stored them
+        pf = pq.ParquetFile(payload["path"], page_checksum_verification=True)
+        groups, first, at = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if at < stop and at + n > start:
+                groups.append(g)
+                first = at if first is None else first
+            at += n
+        table = pf.read_row_groups(groups, columns=cols) if groups else pf.schema_arrow.empty_table().select(cols)
+        table = table.slice(start - (first or 0), stop - start)
     except (OSError, pa.ArrowException) as err:  # a damaged page / footer: every row of the partition, counted
-        for i in range(payload["start"], payload["stop"]):
+        for i in range(start, stop):
             yield Bad(SampleError("unreadable_parquet", f"row {i}: cannot read the file's pages "
                                                         f"({type(err).__name__}: {err})"), payload["path"], i)
         return
-    table = table.slice(payload["start"], payload["stop"] - payload["start"])
     data = table.to_pydict()
     names = {n: k for k, n in enumerate(payload["label_names"])} if "label_names" in payload else None
     for j in range(table.num_rows):

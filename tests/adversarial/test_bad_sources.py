@@ -238,3 +238,17 @@ def test_same_source_twice_is_planned_once_with_a_warning(tmp_path, caplog, idx_
     text = caplog.text
     assert "sources[1] repeats sources[0]" in text and "sources[4] repeats sources[3]" in text
     assert "1 file(s) under" in text and "already listed by an earlier folder source" in text
+
+
+def test_parquet_damaged_page_quarantines_only_its_partition_rows(tmp_path):
+    ims = [_corpus.encode((_corpus.GOOD_GRAY + k).astype(np.uint8), "PNG") for k in range(10)]
+    path = tmp_path / "rg.parquet"
+    pq.write_table(pa.table({"image": ims, "y": list(range(10))}), path, row_group_size=5, compression="none",
+                   write_page_checksum=True)
+    data = path.read_bytes()
+    path.write_bytes(_corpus.flip(data, data.index(ims[7]) + 40))  # inside the second row group
+    samples, quarantine, _ = _ok(tmp_path, [{"type": "parquet", "path": str(path), "label_column": "y"}],
+                                 partition_size=5)
+    assert sorted(samples.column("label").to_pylist()) == [0, 1, 2, 3, 4]
+    assert sorted(quarantine.column("source_index").to_pylist()) == [5, 6, 7, 8, 9]
+    assert set(quarantine.column("reason").to_pylist()) == {"unreadable_parquet"}
