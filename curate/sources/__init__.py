@@ -45,7 +45,8 @@ def salted_group(salt: str, *identity: Any) -> str:
 def redact_uri(salt: str, path: str) -> str:
     """The ``source_uri`` of a redacted path: a keyed BLAKE2 hash, ``redacted:<32 hex>``."""
     key = hashlib.blake2b(f"curate-path\x1e{salt}".encode(), digest_size=32).digest()
-    return "redacted:" + hashlib.blake2b(str(path).encode("utf-8", "surrogateescape"), key=key, digest_size=16).hexdigest()
+    name = str(path).encode("utf-8", "surrogateescape")  # any file name, UTF-8 or not
+    return "redacted:" + hashlib.blake2b(name, key=key, digest_size=16).hexdigest()
 
 
 def scrub(text: str, path: str, replacement: str) -> str:

@@ -2,13 +2,16 @@
 
 DICOM: files are grouped by (PatientID, StudyInstanceUID, SeriesInstanceUID);
 slices are ordered by ImagePositionPatient projected on the slice normal, then
-InstanceNumber (by InstanceNumber alone, counted, when a file of the series has a
-malformed position); a malformed DS / IS value that a file needs quarantines that
-file (``malformed_dicom_value``), never the run; multi-frame files are split into frames; the modality LUT
-(RescaleSlope / RescaleIntercept) is applied, then a CT window, and
-MONOCHROME1 is inverted. NIfTI: a volume is sliced along ``axis`` with one
-window for the whole volume (every volume of a 4-D+ file, ``#volume_index=<t>``) (so adjacent slices stay comparable); empty
-slices can be dropped (counted, quarantined with reason ``empty_slice``).
+InstanceNumber (by InstanceNumber alone, counted, when a file of the series has
+a malformed position); multi-frame files are split into frames; the modality
+LUT (RescaleSlope / RescaleIntercept) is applied, then a CT window, and
+MONOCHROME1 is inverted. A malformed DS / IS value that a file needs
+quarantines that file (``malformed_dicom_value``), never the run.
+NIfTI: a volume is sliced along ``axis`` with one window for the whole volume
+(so adjacent slices stay comparable); a 4-D+ file is a series of volumes, each
+ingested (``source_uri`` ends ``#volume_index=<t>``); empty slices can be
+dropped (counted, quarantined with reason ``empty_slice``). Header-declared
+sizes are checked before anything is read or planned.
 ``group_id`` is a salted hash of the series / volume identity, never the raw
 PatientID or name.
 """
@@ -95,11 +98,12 @@ def _numbers(ds, keyword: str) -> list[float] | None:
         value = ds.get(keyword)
         if value is None or value == "":
             return None
-        values = value if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str)) \
-            else [value]
+        multi = isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str))
+        values = value if multi else [value]
         out = [float(x) for x in values]
     except (ValueError, TypeError, OverflowError) as err:
-        raise SampleError("malformed_dicom_value", f"{keyword} is not numeric ({_raw_value(ds, keyword)}): {err}") from None
+        raise SampleError("malformed_dicom_value",
+                          f"{keyword} is not numeric ({_raw_value(ds, keyword)}): {err}") from None
     if not all(np.isfinite(out)):
         raise SampleError("malformed_dicom_value", f"{keyword} has a NaN/inf value ({_raw_value(ds, keyword)})")
     return out
@@ -296,7 +300,8 @@ def _declared_size_problem(f: str, img) -> str | None:
     need = offset + nbytes
     size = os.path.getsize(f)
     if not f.endswith(".gz"):
-        return None if need <= size else f"header declares {nbytes} bytes of voxels at offset {offset}; the file has {size}"
+        return None if need <= size else \
+            f"header declares {nbytes} bytes of voxels at offset {offset}; the file has {size}"
     with open(f, "rb") as fh:  # gzip trailer: ISIZE = uncompressed size mod 2^32 (RFC 1952)
         fh.seek(max(size - 4, 0))
         isize = int.from_bytes(fh.read(4), "little")
