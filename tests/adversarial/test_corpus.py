@@ -126,3 +126,19 @@ def test_whole_file_problem_exits_2_naming_file_and_problem(tmp_path, kind):
         assert " ".join(n.split()) in flat, (kind, n, flat)
     # stopped when the run was planned: no ingest output
     assert not os.path.exists(os.path.join(run_dir, "00_ingest", "quarantine"))
+
+
+def test_corpus_gives_the_same_rows_whatever_the_partition_size(corpus_run, tmp_path):
+    _, _, _, samples, quarantine = corpus_run
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"name": "corpus", "stages": [{"stage": "ingest", "partition_size": 3,
+                                                              "sources": CORPUS.sources}]}))
+    r = runner.invoke(app, ["run", str(p), "--run-dir", str(tmp_path / "r"), "--scheduler", "sync", "--quiet",
+                            "--no-card"])
+    assert r.exit_code == 0, r.output
+    again = read_run_table(tmp_path / "r", "00_ingest")
+    key = ["sample_id", "pixel_hash", "source_uri", "source_index", "slice_index", "label", "label_name", "image"]
+    assert again.select(key).sort_by("sample_id").equals(samples.select(key).sort_by("sample_id"))
+    q = read_run_table(tmp_path / "r", "00_ingest", "quarantine")
+    rows = lambda t: sorted(map(str, t.select(["source_uri", "source_index", "reason", "detail"]).to_pylist()))  # noqa: E731
+    assert rows(q) == rows(quarantine)
