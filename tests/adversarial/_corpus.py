@@ -201,6 +201,16 @@ def _arrays(root: str, c: Corpus) -> None:
         np.savez(path, images=bad)
         c.sources.append({"type": "npz", "path": path})
         c.bad["npz:" + kind] = (path + "#images", 0, reason)
+    imgs = np.stack([np.full((4, 4), np.nan, ">f4"), RNG.random((4, 4)).astype(">f4"),
+                     np.full((4, 4), np.inf, ">f4")])
+    path = _idx(os.path.join(root, "float-images-idx3-ubyte"), bytes([0, 0, 0x0D, 3]) + struct.pack(">III", 3, 4, 4),
+                imgs.astype(">f4").tobytes(), gz=False)  # IDX data is big-endian
+    labels = _idx(os.path.join(root, "float-labels-idx1-ubyte"), bytes([0, 0, 8, 1]) + struct.pack(">I", 3),
+                  bytes([1, 2, 3]), gz=False)
+    c.sources.append({"type": "idx", "images": path, "labels": labels})
+    c.bad["idx:nan_image"] = (path, 0, "nan_values")
+    c.bad["idx:inf_image"] = (path, 2, "nan_values")
+    c.good["idx:float_image"] = (path, 1)
     path = os.path.join(root, "npz_nan_label.npz")
     np.savez(path, train_images=good, train_labels=np.array([[np.nan], [1.0]]))
     c.sources.append({"type": "npz", "path": path})

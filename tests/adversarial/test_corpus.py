@@ -142,3 +142,20 @@ def test_corpus_gives_the_same_rows_whatever_the_partition_size(corpus_run, tmp_
     q = read_run_table(tmp_path / "r", "00_ingest", "quarantine")
     rows = lambda t: sorted(map(str, t.select(["source_uri", "source_index", "reason", "detail"]).to_pylist()))  # noqa: E731
     assert rows(q) == rows(quarantine)
+
+
+@pytest.mark.slow
+def test_corpus_on_a_local_dask_cluster_gives_the_sync_rows(corpus_run, tmp_path):
+    """Payloads (non-UTF-8 names, skipped FIFOs, label maps) travel to worker processes unchanged."""
+    _, _, summary, samples, _ = corpus_run
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"name": "corpus", "stages": [{"stage": "ingest", "partition_size": 16,
+                                                              "sources": CORPUS.sources}]}))
+    r = runner.invoke(app, ["run", str(p), "--run-dir", str(tmp_path / "r"), "--scheduler", "local", "--workers", "2",
+                            "--quiet", "--no-card"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    again = read_run_table(tmp_path / "r", "00_ingest")
+    key = ["sample_id", "source_uri", "source_index", "label", "image"]
+    assert again.select(key).sort_by("sample_id").equals(samples.select(key).sort_by("sample_id"))
+    with open(tmp_path / "r" / "summary.json") as f:
+        assert json.load(f)["accounting"] == summary["accounting"]
