@@ -310,7 +310,7 @@ def _declared_size_problem(f: str, img) -> str | None:
     return None
 
 
-def plan_nifti(src, partition_size: int, max_pixels: int | None = None) -> list[dict]:
+def plan_nifti(src, partition_size: int, max_pixels: int | None = None, max_voxels: int | None = None) -> list[dict]:
     """Partitions of slices along ``axis``. A 4-D (or higher) file is a series of 3-D volumes: every volume
     is sliced (payload ``volumes`` = [t0, t1); rows carry ``#volume_index=<t>`` on the source_uri, and a
     group per volume, so adjacent-slice pairs never cross volumes). A file whose
@@ -349,6 +349,10 @@ def plan_nifti(src, partition_size: int, max_pixels: int | None = None) -> list[
         if max_pixels and plane > max_pixels:
             out.append(bad("too_large", f"slices of {plane} pixels (shape {shape}) exceed max_pixels={max_pixels}"))
             continue
+        voxels = math.prod(shape[:3])
+        if max_voxels and voxels > max_voxels:  # a gzip bomb can declare a volume that fits its ISIZE
+            out.append(bad("too_large", f"a volume of {voxels} voxels (shape {shape}) exceeds max_voxels={max_voxels}"))
+            continue
         n, volumes = shape[src.axis], math.prod(shape[3:])
         base = {"kind": "nifti", "path": f, "axis": src.axis, "window": src.window, "drop_empty": src.drop_empty}
         if len(shape) == 3:
@@ -357,7 +361,7 @@ def plan_nifti(src, partition_size: int, max_pixels: int | None = None) -> list[
             out += [{**base, "volumes": [t, t + 1], "start": s, "stop": min(n, s + partition_size)}
                     for t in range(volumes) for s in range(0, n, partition_size)]
         else:  # whole volumes per partition: a .nii.gz is inflated once per partition, not once per volume
-            per = max(1, partition_size // n)
+            per = max(1, min(partition_size // n, (max_voxels or voxels) // voxels))  # bounded memory
             out += [{**base, "volumes": [t, min(volumes, t + per)], "start": 0, "stop": n}
                     for t in range(0, volumes, per)]
     if not out:
@@ -401,8 +405,12 @@ def read_nifti(payload: dict, opts: ReadOptions) -> Iterator:
                 vols = [(span[0], np.asarray(img.dataobj[(slice(None),) * 3 + tuple(int(i) for i in idx)],
                                              dtype=np.float32))]
             else:
-                data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3] + (-1,), order="F")
-                vols = [(t, data[..., t]) for t in range(*span)]
+                if len(shape) == 4:  # only this partition's volumes
+                    data = np.asarray(img.dataobj[..., span[0]:span[1]], dtype=np.float32)
+                    vols = [(t, data[..., t - span[0]]) for t in range(*span)]
+                else:
+                    data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3] + (-1,), order="F")
+                    vols = [(t, data[..., t]) for t in range(*span)]
     except Exception as err:  # noqa: BLE001
         uris = [f] if span is None else [f"{f}#volume_index={t}" for t in range(*span)]
         for uri in uris:

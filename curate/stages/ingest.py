@@ -153,6 +153,8 @@ class IngestParams(StageParams):
     sources: list[Source] = Field(..., min_length=1)
     partition_size: int = Field(2048, ge=1, description="samples (files, rows or slices) per partition")
     max_pixels: int = Field(40_000_000, ge=1, description="larger images are quarantined (reason too_large)")
+    max_voxels: int = Field(1 << 30, ge=1, description="NIfTI volumes with more voxels (4 GiB as float32) are "
+                            "quarantined (too_large), checked on the header before reading")
     group_secret: SecretStr | None = Field(None, description="project secret for group_id / redacted paths "
                                            "(stable across runs); default: env CURATE_SECRET, else a random "
                                            "per-run salt in RUN_DIR/secrets/salt")
@@ -192,7 +194,7 @@ class Ingest(SourceStage):
             elif src.type == "dicom":
                 payloads = medical.plan_dicom(src, p.partition_size, salt)
             else:
-                payloads = medical.plan_nifti(src, p.partition_size, p.max_pixels)
+                payloads = medical.plan_nifti(src, p.partition_size, p.max_pixels, p.max_voxels)
             for payload in payloads:
                 payload = {"source": si, **payload}
                 # the id covers the files' stamp: a changed input reruns its partition (and downstream);

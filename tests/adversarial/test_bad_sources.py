@@ -252,3 +252,13 @@ def test_parquet_damaged_page_quarantines_only_its_partition_rows(tmp_path):
     assert sorted(samples.column("label").to_pylist()) == [0, 1, 2, 3, 4]
     assert sorted(quarantine.column("source_index").to_pylist()) == [5, 6, 7, 8, 9]
     assert set(quarantine.column("reason").to_pylist()) == {"unreadable_parquet"}
+
+
+def test_nifti_volume_over_max_voxels_is_quarantined_before_reading(tmp_path):
+    import nibabel as nib
+
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(2).random((6, 5, 4)).astype(np.float32), np.eye(4)), path)
+    samples, quarantine, _ = _ok(tmp_path, [{"type": "nifti", "path": str(path)}], max_voxels=100)
+    (row,) = quarantine.to_pylist()
+    assert samples.num_rows == 0 and row["reason"] == "too_large" and "120 voxels" in row["detail"]
