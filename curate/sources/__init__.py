@@ -23,6 +23,7 @@ class Bad:
 class ReadOptions:
     max_pixels: int
     group_salt: str  # the run's resolved salt (curate.secrets), never the public default
+    max_voxels: int | None = None  # a NIfTI volume / a multi-frame DICOM file, in pixels over all frames
 
 
 def display_path(path: str) -> str:

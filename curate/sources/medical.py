@@ -212,7 +212,7 @@ def _int_tag(ds, keyword: str, default: int) -> int:
         raise SampleError("malformed_dicom_value", f"{keyword} is not an integer ({_raw_value(ds, keyword)})") from None
 
 
-def _dicom_frames(ds, max_pixels: int | None = None) -> list[np.ndarray]:
+def _dicom_frames(ds, max_pixels: int | None = None, max_voxels: int | None = None) -> list[np.ndarray]:
     from pydicom.pixels import apply_modality_lut
 
     rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
@@ -220,6 +220,9 @@ def _dicom_frames(ds, max_pixels: int | None = None) -> list[np.ndarray]:
     if max_pixels and rows * cols > max_pixels:  # checked on the header, before any pixel is decoded
         raise SampleError("too_large", f"header declares {rows}x{cols} = {rows * cols} pixels per frame, "
                                        f"exceeds max_pixels={max_pixels}")
+    if max_voxels and rows * cols * nframes > max_voxels:  # a compressed multi-frame file can hold a bomb
+        raise SampleError("too_large", f"header declares {nframes} frames of {rows}x{cols} pixels, exceeds "
+                                       f"max_voxels={max_voxels}")
     for keyword in ("RescaleSlope", "RescaleIntercept"):
         _numbers(ds, keyword)  # a malformed LUT value is this file's problem, named
     try:
@@ -267,7 +270,7 @@ def read_dicom(payload: dict, opts: ReadOptions) -> Iterator:
                                                  str(ds.get("StudyInstanceUID", "")),
                                                  str(ds.get("SeriesInstanceUID", f)))
         try:
-            frames = _dicom_frames(ds, opts.max_pixels)
+            frames = _dicom_frames(ds, opts.max_pixels, opts.max_voxels)
             mono1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
             # the header window matters only for window: auto; a malformed one then quarantines the file
             header = _header_window(ds) if payload["window"] == "auto" else None

@@ -153,8 +153,8 @@ class IngestParams(StageParams):
     sources: list[Source] = Field(..., min_length=1)
     partition_size: int = Field(2048, ge=1, description="samples (files, rows or slices) per partition")
     max_pixels: int = Field(40_000_000, ge=1, description="larger images are quarantined (reason too_large)")
-    max_voxels: int = Field(1 << 30, ge=1, description="NIfTI volumes with more voxels (4 GiB as float32) are "
-                            "quarantined (too_large), checked on the header before reading")
+    max_voxels: int = Field(1 << 30, ge=1, description="NIfTI volumes / multi-frame DICOM files with more "
+                            "voxels (4 GiB as float32) are quarantined (too_large), checked on the header")
     group_secret: SecretStr | None = Field(None, description="project secret for group_id / redacted paths "
                                            "(stable across runs); default: env CURATE_SECRET, else a random "
                                            "per-run salt in RUN_DIR/secrets/salt")
@@ -211,7 +211,7 @@ class Ingest(SourceStage):
         src = p.sources[payload["source"]]
         # a worker that cannot see a planned input is an infrastructure fault, never a quarantined sample
         stamp.check_visible(stamp.payload_files(payload))
-        opts = ReadOptions(max_pixels=p.max_pixels, group_salt=payload.get("_salt", ""))
+        opts = ReadOptions(max_pixels=p.max_pixels, group_salt=payload.get("_salt", ""), max_voxels=p.max_voxels)
         if src.type == "folder":
             items = folder.read(payload, opts)
         elif src.type in ("npz", "idx"):
