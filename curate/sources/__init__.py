@@ -23,6 +23,18 @@ class Bad:
 class ReadOptions:
     max_pixels: int
     group_salt: str  # the run's resolved salt (curate.secrets), never the public default
+    max_voxels: int | None = None  # a NIfTI volume / a multi-frame DICOM file, in pixels over all frames
+
+
+def display_path(path: str) -> str:
+    """``path`` as a storable string: a name that is not valid UTF-8 (Python keeps its bytes as surrogates)
+    gets them written as ``\\xNN`` escapes, so tables, hashes and messages never fail on it. The file is
+    still opened by its real name."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def salted_group(salt: str, *identity: Any) -> str:
@@ -34,7 +46,8 @@ def salted_group(salt: str, *identity: Any) -> str:
 def redact_uri(salt: str, path: str) -> str:
     """The ``source_uri`` of a redacted path: a keyed BLAKE2 hash, ``redacted:<32 hex>``."""
     key = hashlib.blake2b(f"curate-path\x1e{salt}".encode(), digest_size=32).digest()
-    return "redacted:" + hashlib.blake2b(str(path).encode(), key=key, digest_size=16).hexdigest()
+    name = str(path).encode("utf-8", "surrogateescape")  # any file name, UTF-8 or not
+    return "redacted:" + hashlib.blake2b(name, key=key, digest_size=16).hexdigest()
 
 
 def scrub(text: str, path: str, replacement: str) -> str:

@@ -7,20 +7,25 @@ Multi-page TIFFs give one sample per page.
 
 from __future__ import annotations
 
-import io
+import logging
 import os
 import stat
 from typing import Iterator
 
-from PIL import Image, UnidentifiedImageError
-
 from curate import imaging
 from curate.errors import SampleError
 from curate.samples import sample_row
-from curate.sources import Bad, ReadOptions, chunks, file_sha256, stamp
+from curate.sources import Bad, ReadOptions, chunks, display_path, file_sha256, stamp
 
 TEXT_SUFFIXES = {".txt"}
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+log = logging.getLogger("curate.ingest")
+
+
+def _key(entry) -> str:
+    return entry if isinstance(entry, str) else entry["path"]
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
@@ -60,11 +65,21 @@ def _listing(root: str, text_sidecar: bool) -> list:
     return out
 
 
-def plan(src, partition_size: int) -> list[dict]:
+def plan(src, partition_size: int, claimed: set[str] | None = None) -> list[dict]:
     """Partitions of ``partition_size`` entries; an entry is ``[path, label, label_name, text_path]``
-    or a bad-input dict (quarantined by :func:`read` without touching the file)."""
+    or a bad-input dict (quarantined by :func:`read` without touching the file). Files whose real path is
+    in ``claimed`` (listed by an earlier folder source: nested or linked roots) are left out with a
+    warning, and the others are added to it, so no file is ingested twice."""
     root = src.path
     listing = _listing(root, src.text_sidecar)
+    if claimed is not None:
+        real = {k: os.path.realpath(k) for k in map(_key, listing)}
+        repeated = [e for e in listing if real[_key(e)] in claimed]
+        if repeated:
+            log.warning("ingest: %d file(s) under %s are already listed by an earlier folder source; "
+                        "ingesting each once", len(repeated), root)
+            listing = [e for e in listing if real[_key(e)] not in claimed]
+        claimed.update(real[_key(e)] for e in listing)
     names = {e for e in listing if isinstance(e, str)}
     rels = {f: os.path.relpath(f, root) for f in names}
     classes = sorted({r.split(os.sep)[0] for r in rels.values() if os.sep in r}) if src.labels == "subfolders" else []
@@ -82,26 +97,19 @@ def plan(src, partition_size: int) -> list[dict]:
     return [{"files": c, "text_sidecar": src.text_sidecar} for c in chunks(entries, partition_size)]
 
 
-def _frames(img: Image.Image) -> Iterator[Image.Image]:
-    n = getattr(img, "n_frames", 1)
-    for i in range(n):
-        if n > 1:
-            img.seek(i)
-        yield img
-
-
 def read(payload: dict, opts: ReadOptions) -> Iterator:
     for entry in payload["files"]:
         if isinstance(entry, dict):
-            yield Bad(SampleError(entry["reason"], entry["detail"]), entry["path"])
+            yield Bad(SampleError(entry["reason"], display_path(entry["detail"])), display_path(entry["path"]))
             continue
         path, label, label_name, side = entry
+        uri, label_name = display_path(path), None if label_name is None else display_path(label_name)
         try:
             digest, data = file_sha256(path)
         except FileNotFoundError:
             raise stamp.missing_input(path) from None
         except OSError as err:
-            yield Bad(SampleError("unreadable", f"cannot read file: {err}"), path)
+            yield Bad(SampleError("unreadable", f"cannot read file: {err}"), uri)
             continue
         text = None
         if side:
@@ -111,27 +119,15 @@ def read(payload: dict, opts: ReadOptions) -> Iterator:
             except FileNotFoundError:
                 raise stamp.missing_input(side) from None
             except OSError as err:
-                yield Bad(SampleError("unreadable", f"cannot read text sidecar {side}: {err}"), path)
+                yield Bad(SampleError("unreadable", f"cannot read text sidecar {side}: {err}"), uri)
                 continue
         if not data:
-            yield Bad(SampleError("empty_file", "file has 0 bytes"), path)
+            yield Bad(SampleError("empty_file", "file has 0 bytes"), uri)
             continue
-        try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            yield Bad(SampleError("not_an_image", "not a readable image format (PNG/JPEG/TIFF/BMP expected)"), path)
-            continue
-        w, h = img.size
-        if opts.max_pixels and w * h > opts.max_pixels:
-            yield Bad(SampleError("too_large", f"{h}x{w} = {h * w} pixels exceeds max_pixels={opts.max_pixels}"), path)
-            continue
-        try:
-            for i, frame in enumerate(_frames(img)):
-                frame.load()
-                arr = imaging.from_pil(frame, opts.max_pixels)
-                yield sample_row(arr, path, i, label=label, label_name=label_name, text=text, source_hash=digest)
+        try:  # every frame decoded before any is yielded: a file is kept whole or quarantined whole
+            frames = list(imaging.decode_frames(data, opts.max_pixels))
         except SampleError as err:
-            yield Bad(err, path)
-        except (OSError, SyntaxError, ValueError) as err:
-            reason = "truncated" if "truncat" in str(err).lower() else "corrupt_image"
-            yield Bad(SampleError(reason, f"cannot decode image: {err}"), path)
+            yield Bad(err, uri)
+            continue
+        for i, arr in enumerate(frames):
+            yield sample_row(arr, uri, i, label=label, label_name=label_name, text=text, source_hash=digest)

@@ -2,17 +2,23 @@
 
 DICOM: files are grouped by (PatientID, StudyInstanceUID, SeriesInstanceUID);
 slices are ordered by ImagePositionPatient projected on the slice normal, then
-InstanceNumber; multi-frame files are split into frames; the modality LUT
-(RescaleSlope / RescaleIntercept) is applied, then a CT window, and
-MONOCHROME1 is inverted. NIfTI: a volume is sliced along ``axis`` with one
-window for the whole volume (so adjacent slices stay comparable); empty
-slices can be dropped (counted, quarantined with reason ``empty_slice``).
+InstanceNumber (by InstanceNumber alone, counted, when a file of the series has
+a malformed position); multi-frame files are split into frames; the modality
+LUT (RescaleSlope / RescaleIntercept) is applied, then a CT window, and
+MONOCHROME1 is inverted. A malformed DS / IS value that a file needs
+quarantines that file (``malformed_dicom_value``), never the run.
+NIfTI: a volume is sliced along ``axis`` with one window for the whole volume
+(so adjacent slices stay comparable); a 4-D+ file is a series of volumes, each
+ingested (``source_uri`` ends ``#volume_index=<t>``); empty slices can be
+dropped (counted, quarantined with reason ``empty_slice``). Header-declared
+sizes are checked before anything is read or planned.
 ``group_id`` is a salted hash of the series / volume identity, never the raw
 PatientID or name.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Iterator
@@ -62,75 +68,169 @@ def apply_window(arr: np.ndarray, window, header: tuple | None = None) -> np.nda
 
 
 # ------------------------------------------------------------------------- DICOM
-def _dicom_files(path: str) -> list[str]:
+def _walk(path: str, keep=lambda name: True) -> tuple[list[str], list[dict]]:
+    """(regular files, skipped entries) under ``path``: FIFOs, sockets, devices, broken links and
+    sub-directories that cannot be listed are never opened (a FIFO would block ingest forever); each
+    becomes a quarantine row (:func:`curate.sources.folder._listing`)."""
+    from curate.sources.folder import _listing
+
     if os.path.isfile(path):
-        return [path]
-    out = []
-    for d, dirs, fs in os.walk(path):
-        dirs.sort()
-        out += [os.path.join(d, f) for f in sorted(fs) if not f.startswith(".")]
+        return [path], []
+    files, skipped = [], []
+    for e in _listing(path, text_sidecar=False):
+        if isinstance(e, str):
+            if keep(e):
+                files.append(e)
+        elif e["reason"] == "unreadable_directory" or keep(e["path"]):
+            skipped.append(e)
+    return files, skipped
+
+
+def _skipped(payload: dict) -> Iterator:
+    for e in payload.get("skipped") or ():
+        yield Bad(SampleError(e["reason"], e["detail"]), e["path"])
+
+
+def _numbers(ds, keyword: str) -> list[float] | None:
+    """The float values of a multi-valued DS element, None when absent; raises :class:`SampleError`
+    (reason ``malformed_dicom_value``) naming the element when a value is not a decimal string."""
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        multi = isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str))
+        values = value if multi else [value]
+        out = [float(x) for x in values]
+    except (ValueError, TypeError, OverflowError) as err:
+        raise SampleError("malformed_dicom_value",
+                          f"{keyword} is not numeric ({_raw_value(ds, keyword)}): {err}") from None
+    if not all(np.isfinite(out)):
+        raise SampleError("malformed_dicom_value", f"{keyword} has a NaN/inf value ({_raw_value(ds, keyword)})")
     return out
 
 
+def _raw_value(ds, keyword: str) -> str:
+    """The stored bytes of an element, for messages (never the parsed value, which may be what failed)."""
+    try:
+        from pydicom.datadict import tag_for_keyword
+
+        raw = ds.get_item(tag_for_keyword(keyword))
+        value = getattr(raw, "value", raw)
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    except Exception:  # noqa: BLE001 - best effort, for a message only
+        return "?"
+    return repr(text[:40])
+
+
 def _position(ds) -> float | None:
-    pos, ori = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    """Slice position along the normal of ImageOrientationPatient; None when absent.
+    Raises :class:`SampleError` (``malformed_dicom_value``) for non-numeric values."""
+    pos, ori = _numbers(ds, "ImagePositionPatient"), _numbers(ds, "ImageOrientationPatient")
     if pos is None:
         return None
-    pos = np.array([float(x) for x in pos])
+    if len(pos) != 3:
+        raise SampleError("malformed_dicom_value", f"ImagePositionPatient has {len(pos)} values, not 3")
     if ori is not None and len(ori) == 6:
-        o = np.array([float(x) for x in ori])
-        return float(np.dot(pos, np.cross(o[:3], o[3:])))
+        o = np.array(ori)
+        return float(np.dot(np.array(pos), np.cross(o[:3], o[3:])))
     return float(pos[2])
 
 
+def _instance(ds) -> int | None:
+    try:
+        inst = ds.get("InstanceNumber")
+        return int(inst) if inst not in (None, "") else None
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
 def plan_dicom(src, partition_size: int, salt: str) -> list[dict]:
+    """Partitions per series, slices in anatomical order. A series where some file has a malformed or
+    missing ImagePositionPatient is ordered by InstanceNumber instead (the payload says so and the
+    read counts it: ``dicom_ordered_by_instance_number``); never a failed run."""
     pydicom = _pydicom()
     series: dict[tuple, list] = {}
     bad = []
-    for f in _dicom_files(src.path):
+    files, skipped = _walk(src.path)
+    for f in files:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
+            key = (str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")),
+                   str(ds.get("SeriesInstanceUID", f)))
         except Exception:  # noqa: BLE001 - read() re-reads it and quarantines with the reason
             bad.append(f)
             continue
-        key = (str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", f)))
-        inst = ds.get("InstanceNumber")
-        series.setdefault(key, []).append((_position(ds), int(inst) if inst not in (None, "") else None, f))
+        try:
+            pos, problem = _position(ds), None
+        except SampleError as err:
+            pos, problem = None, err.detail
+        series.setdefault(key, []).append((pos, _instance(ds), f, problem))
     out = []
     for key in sorted(series):
         files = series[key]
-        files.sort(key=lambda x: (x[0] is None, x[0] if x[0] is not None else 0.0,
-                                  x[1] if x[1] is not None else 0, x[2]))
+        problems = [x for x in files if x[3] is not None]
+        by_instance = bool(problems) or (any(x[0] is None for x in files) and any(x[0] is not None for x in files))
+        if by_instance:  # positions unusable for part of the series: one consistent order for all of it
+            files.sort(key=lambda x: (x[1] is None, x[1] if x[1] is not None else 0, x[2]))
+        else:
+            files.sort(key=lambda x: (x[0] is None, x[0] if x[0] is not None else 0.0,
+                                      x[1] if x[1] is not None else 0, x[2]))
         group = salted_group(salt, "dicom", *key)
         for start, c in zip(range(0, len(files), partition_size), chunks(files, partition_size)):
-            out.append({"kind": "dicom", "group": group, "files": [x[2] for x in c], "first_slice": start,
-                        "window": src.window})
-    if bad:
-        out.append({"kind": "dicom", "group": None, "files": bad, "first_slice": 0, "window": src.window})
+            part = {"kind": "dicom", "group": group, "files": [x[2] for x in c], "first_slice": start,
+                    "window": src.window}
+            if by_instance:
+                part["order"] = "instance_number"
+                part["order_reason"] = (f"{len(problems)} file(s) with a malformed ImagePositionPatient "
+                                        f"(first: {problems[0][3]})" if problems
+                                        else "ImagePositionPatient missing in part of the series")
+            out.append(part)
+    if bad or skipped:
+        out.append({"kind": "dicom", "group": None, "files": bad, "first_slice": 0, "window": src.window,
+                    "skipped": skipped})
     return out
 
 
 def _header_window(ds) -> tuple[float, float] | None:
-    c, w = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if c is None or w is None:
+    """(center, width) of the header's first VOI window; None when absent. Raises :class:`SampleError`
+    (``malformed_dicom_value``) for a non-numeric or non-positive value."""
+    c, w = _numbers(ds, "WindowCenter"), _numbers(ds, "WindowWidth")
+    if not c or not w:
         return None
-    c = c[0] if isinstance(c, (list, tuple)) or hasattr(c, "__len__") and not isinstance(c, str) else c
-    w = w[0] if isinstance(w, (list, tuple)) or hasattr(w, "__len__") and not isinstance(w, str) else w
-    return float(c), float(w)
+    if w[0] <= 0:
+        raise SampleError("malformed_dicom_value", f"WindowWidth {w[0]} is not positive")
+    return c[0], w[0]
 
 
-def _dicom_frames(ds) -> list[np.ndarray]:
+def _int_tag(ds, keyword: str, default: int) -> int:
+    try:
+        v = ds.get(keyword, default)
+        return int(v) if v not in (None, "") else default
+    except (ValueError, TypeError, OverflowError):
+        raise SampleError("malformed_dicom_value", f"{keyword} is not an integer ({_raw_value(ds, keyword)})") from None
+
+
+def _dicom_frames(ds, max_pixels: int | None = None, max_voxels: int | None = None) -> list[np.ndarray]:
     from pydicom.pixels import apply_modality_lut
 
+    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
+    nframes = max(_int_tag(ds, "NumberOfFrames", 1), 1)
+    if max_pixels and rows * cols > max_pixels:  # checked on the header, before any pixel is decoded
+        raise SampleError("too_large", f"header declares {rows}x{cols} = {rows * cols} pixels per frame, "
+                                       f"exceeds max_pixels={max_pixels}")
+    if max_voxels and rows * cols * nframes > max_voxels:  # a compressed multi-frame file can hold a bomb
+        raise SampleError("too_large", f"header declares {nframes} frames of {rows}x{cols} pixels, exceeds "
+                                       f"max_voxels={max_voxels}")
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        _numbers(ds, keyword)  # a malformed LUT value is this file's problem, named
     try:
         arr = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - missing codec, corrupt pixel data ...
         raise SampleError("unreadable_pixels", f"cannot decode pixel data ({type(err).__name__}: {err})") from None
     pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    spp = _int_tag(ds, "SamplesPerPixel", 1) or 1
     if spp == 1 and pi == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
@@ -141,12 +241,17 @@ def _dicom_frames(ds) -> list[np.ndarray]:
         if spp == 3:
             out.append(fr)  # pydicom >= 3 already converts YBR_* to RGB in pixel_array
         else:
-            out.append(apply_modality_lut(fr, ds))
+            try:
+                out.append(apply_modality_lut(fr, ds))
+            except (ValueError, TypeError, KeyError, IndexError) as err:
+                raise SampleError("malformed_dicom_value", f"cannot apply the modality LUT "
+                                                           f"({type(err).__name__}: {err})") from None
     return out
 
 
 def read_dicom(payload: dict, opts: ReadOptions) -> Iterator:
     pydicom = _pydicom()
+    yield from _skipped(payload)
     slice_no = payload["first_slice"]
     for f in payload["files"]:
         try:
@@ -165,13 +270,14 @@ def read_dicom(payload: dict, opts: ReadOptions) -> Iterator:
                                                  str(ds.get("StudyInstanceUID", "")),
                                                  str(ds.get("SeriesInstanceUID", f)))
         try:
-            frames = _dicom_frames(ds)
+            frames = _dicom_frames(ds, opts.max_pixels, opts.max_voxels)
+            mono1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+            # the header window matters only for window: auto; a malformed one then quarantines the file
+            header = _header_window(ds) if payload["window"] == "auto" else None
         except SampleError as err:
             yield Bad(err, f)
             slice_no += 1
             continue
-        mono1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
-        header = _header_window(ds)
         for i, fr in enumerate(frames):
             try:
                 if fr.ndim == 2:
@@ -188,30 +294,79 @@ def read_dicom(payload: dict, opts: ReadOptions) -> Iterator:
 
 
 # ------------------------------------------------------------------------- NIfTI
-def _nifti_files(path: str) -> list[str]:
-    if os.path.isfile(path):
-        return [path]
-    return sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
-                  if f.endswith((".nii", ".nii.gz")))
+def _declared_size_problem(f: str, img) -> str | None:
+    """Why the voxel data that a NIfTI header declares cannot be in the file (None when it can):
+    checked on the header, so a bomb header never allocates or plans millions of slices."""
+    hdr = img.header
+    nbytes = math.prod(img.shape) * np.dtype(hdr.get_data_dtype()).itemsize
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)  # where nibabel reads the voxels from
+    need = offset + nbytes
+    size = os.path.getsize(f)
+    if not f.endswith(".gz"):
+        return None if need <= size else \
+            f"header declares {nbytes} bytes of voxels at offset {offset}; the file has {size}"
+    with open(f, "rb") as fh:  # gzip trailer: ISIZE = uncompressed size mod 2^32 (RFC 1952)
+        fh.seek(max(size - 4, 0))
+        isize = int.from_bytes(fh.read(4), "little")
+    if (need < 1 << 32 and need > isize) or (need >= 1 << 32 and need % (1 << 32) != isize):
+        return f"header declares {need} uncompressed bytes; the gzip stream holds {isize}"
+    return None
 
 
-def plan_nifti(src, partition_size: int) -> list[dict]:
+def plan_nifti(src, partition_size: int, max_pixels: int | None = None, max_voxels: int | None = None) -> list[dict]:
+    """Partitions of slices along ``axis``. A 4-D (or higher) file is a series of 3-D volumes: every volume
+    is sliced (payload ``volumes`` = [t0, t1); rows carry ``#volume_index=<t>`` on the source_uri, and a
+    group per volume, so adjacent-slice pairs never cross volumes). A file whose
+    header cannot be read, declares more data than it holds, no voxels, or slices over ``max_pixels`` is
+    one quarantine row (reason in the payload); ``axis: 3`` is an error (exit 2): it is the volume axis."""
     try:
         import nibabel as nib
     except ImportError:
         raise ConfigError("NIfTI sources need nibabel: pip install 'curate[medical]'") from None
-    out = []
-    for f in _nifti_files(src.path):
+    files, skipped = _walk(src.path, lambda name: name.endswith((".nii", ".nii.gz")))
+    out = [{"kind": "nifti", "skipped": skipped, "start": 0, "stop": 0, "axis": src.axis}] if skipped else []
+    for f in sorted(files):
+        def bad(reason: str, detail: str) -> dict:
+            return {"kind": "nifti", "path": f, "start": 0, "stop": 1, "axis": src.axis, "bad": [reason, detail]}
+
         try:
-            shape = nib.load(f).shape
-        except Exception:  # noqa: BLE001 - read() quarantines it
-            out.append({"kind": "nifti", "path": f, "start": 0, "stop": 1, "axis": src.axis, "bad": True})
+            img = nib.load(f)
+            shape = tuple(int(x) for x in img.shape)
+            problem = _declared_size_problem(f, img)
+        except Exception as err:  # noqa: BLE001 - one quarantine row for the file
+            out.append(bad("unreadable_nifti", f"cannot read the NIfTI header ({type(err).__name__}: {err})"))
             continue
-        if src.axis >= len(shape):
-            raise ConfigError(f"{f}: axis {src.axis} out of range for a volume of shape {shape}; use axis 0..{len(shape) - 1}")
-        n = shape[src.axis]
-        out += [{"kind": "nifti", "path": f, "start": s, "stop": min(n, s + partition_size), "axis": src.axis,
-                 "window": src.window, "drop_empty": src.drop_empty} for s in range(0, n, partition_size)]
+        if len(shape) >= 4 and src.axis == 3:
+            raise ConfigError(f"{f}: axis 3 is the volume (time) axis of this {len(shape)}-D image of shape {shape}; "
+                              f"slice along a spatial axis (axis: 0, 1 or 2): every volume is ingested")
+        if src.axis >= len(shape) or len(shape) < 3:
+            raise ConfigError(f"{f}: axis {src.axis} out of range for a volume of shape {shape}; "
+                              f"use axis 0..{min(len(shape), 3) - 1} (a NIfTI source needs 3-D volumes)")
+        if problem:
+            out.append(bad("truncated", problem))
+            continue
+        if math.prod(shape) == 0:
+            out.append(bad("empty_volume", f"volume of shape {shape} holds no voxels"))
+            continue
+        plane = math.prod(shape[:3]) // shape[src.axis]
+        if max_pixels and plane > max_pixels:
+            out.append(bad("too_large", f"slices of {plane} pixels (shape {shape}) exceed max_pixels={max_pixels}"))
+            continue
+        voxels = math.prod(shape[:3])
+        if max_voxels and voxels > max_voxels:  # a gzip bomb can declare a volume that fits its ISIZE
+            out.append(bad("too_large", f"a volume of {voxels} voxels (shape {shape}) exceeds max_voxels={max_voxels}"))
+            continue
+        n, volumes = shape[src.axis], math.prod(shape[3:])
+        base = {"kind": "nifti", "path": f, "axis": src.axis, "window": src.window, "drop_empty": src.drop_empty}
+        if len(shape) == 3:
+            out += [{**base, "start": s, "stop": min(n, s + partition_size)} for s in range(0, n, partition_size)]
+        elif n >= partition_size:  # one volume per partition, its slices chunked
+            out += [{**base, "volumes": [t, t + 1], "start": s, "stop": min(n, s + partition_size)}
+                    for t in range(volumes) for s in range(0, n, partition_size)]
+        else:  # whole volumes per partition: a .nii.gz is inflated once per partition, not once per volume
+            per = max(1, min(partition_size // n, (max_voxels or voxels) // voxels))  # bounded memory
+            out += [{**base, "volumes": [t, min(volumes, t + per)], "start": 0, "stop": n}
+                    for t in range(0, volumes, per)]
     if not out:
         raise ConfigError(f"{src.path}: no .nii / .nii.gz files found")
     return out
@@ -232,28 +387,58 @@ def _volume_window(vol: np.ndarray, window) -> tuple[float, float]:
 def read_nifti(payload: dict, opts: ReadOptions) -> Iterator:
     import nibabel as nib
 
+    if "skipped" in payload:
+        yield from _skipped(payload)
+        return
     f = payload["path"]
+    if payload.get("bad"):
+        reason, detail = payload["bad"] if isinstance(payload["bad"], list) else ("unreadable_nifti", "bad header")
+        yield Bad(SampleError(reason, detail), f)
+        return
+    span = payload.get("volumes")  # [t0, t1) of a 4-D+ file; None for a 3-D one
     try:
         digest, _ = file_sha256(f)
         img = nib.load(f)
-        vol = np.asarray(img.dataobj, dtype=np.float32)
+        if span is None:
+            vols = [(None, np.asarray(img.dataobj, dtype=np.float32))]
+        else:
+            shape = tuple(int(x) for x in img.shape)
+            if span[1] - span[0] == 1:  # one volume: read only it (an uncompressed file is memory-mapped)
+                idx = np.unravel_index(span[0], shape[3:], order="F")  # as the reshape below
+                vols = [(span[0], np.asarray(img.dataobj[(slice(None),) * 3 + tuple(int(i) for i in idx)],
+                                             dtype=np.float32))]
+            else:
+                if len(shape) == 4:  # only this partition's volumes
+                    data = np.asarray(img.dataobj[..., span[0]:span[1]], dtype=np.float32)
+                    vols = [(t, data[..., t - span[0]]) for t in range(*span)]
+                else:
+                    data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3] + (-1,), order="F")
+                    vols = [(t, data[..., t]) for t in range(*span)]
     except Exception as err:  # noqa: BLE001
-        yield Bad(SampleError("unreadable_nifti", f"cannot read NIfTI volume ({type(err).__name__}: {err})"), f)
+        uris = [f] if span is None else [f"{f}#volume_index={t}" for t in range(*span)]
+        for uri in uris:
+            yield Bad(SampleError("unreadable_nifti", f"cannot read NIfTI volume ({type(err).__name__}: {err})"), uri)
         return
-    if payload.get("bad"):
-        yield Bad(SampleError("unreadable_nifti", "header could not be read at planning time"), f)
+    for t, vol in vols:
+        yield from _nifti_slices(payload, opts, f, t, vol, digest)
+
+
+def _nifti_slices(payload: dict, opts: ReadOptions, f: str, t: int | None, vol: np.ndarray, digest: str) -> Iterator:
+    uri = f if t is None else f"{f}#volume_index={t}"
+    if vol.ndim != 3:
+        yield Bad(SampleError("bad_shape", f"volume of shape {vol.shape} is not 3-D"), uri)
         return
-    if vol.ndim == 4:
-        vol = vol[..., 0]
     window = _volume_window(vol, payload["window"])
-    group = salted_group(opts.group_salt, "nifti", os.path.abspath(f))
+    group = salted_group(opts.group_salt, "nifti", os.path.abspath(f), *([] if t is None else [t]))
     for k in range(payload["start"], payload["stop"]):
         sl = np.take(vol, k, axis=payload["axis"])
         try:
             if payload["drop_empty"] and (np.nanmax(sl) == np.nanmin(sl) if np.isfinite(sl).any() else True):
+                if not np.isfinite(sl).all():
+                    raise SampleError("nan_values", f"slice {k} along axis {payload['axis']} has only NaN/inf values")
                 raise SampleError("empty_slice", f"slice {k} along axis {payload['axis']} is constant (dropped)")
             u8 = apply_window(sl, list(window))
-            yield sample_row(np.rot90(u8), f, k, group_id=group, slice_index=k, source_hash=digest,
+            yield sample_row(np.rot90(u8), uri, k, group_id=group, slice_index=k, source_hash=digest,
                              max_pixels=opts.max_pixels)
         except SampleError as err:
-            yield Bad(err, f, k)
+            yield Bad(err, uri, k)

@@ -69,7 +69,7 @@ def stamp(files: Iterable[str], mode: str, cache: dict[str, str] | None = None) 
                     cache[key] = f"{st.st_size}:{st.st_mtime_ns}"
             except OSError as err:  # the reader quarantines it with the real reason
                 cache[key] = f"error:{type(err).__name__}"
-        h.update(f"{f}\x1e{cache[key]}\x1d".encode())
+        h.update(f"{f}\x1e{cache[key]}\x1d".encode("utf-8", "surrogateescape"))  # any file name
     return h.hexdigest()[:16]
 
 

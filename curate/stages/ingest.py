@@ -12,16 +12,23 @@ range + a stamp of the files' size and mtime, or content), so the worker
 count never changes them and a file rewritten in place reruns its partition.
 Paths are made absolute when the config is built (on the driver); a worker
 that cannot see a planned file fails the stage naming its host and the path.
-Bad inputs (truncated files, non-images, FIFOs / sockets / devices
-(``not_a_regular_file``), sub-directories that cannot be listed
-(``unreadable_directory``), unreadable DICOM, NaN arrays, 0-pixel or
-over-``max_pixels`` images, unsupported dtypes) go to quarantine with a reason.
+Bad inputs (truncated files, PNG chunk CRC errors (``crc_mismatch``), non-images,
+FIFOs / sockets / devices (``not_a_regular_file``), sub-directories that cannot be
+listed (``unreadable_directory``), unreadable DICOM or malformed DICOM values the
+file needs (``malformed_dicom_value``), NaN arrays, 0-pixel or over-``max_pixels``
+images (from the header, before decoding), unsupported dtypes, labels that are not
+class ids) go to quarantine with a reason; a source that cannot be read as declared
+(labels that do not match the images, a cut IDX header, a column of the wrong type,
+``axis: 3`` on a 4-D NIfTI) is a :class:`ConfigError` (exit 2) naming the file. A
+source listed twice, or a folder nested in an earlier one, is planned once (warning).
+File names that are not UTF-8 are stored with ``\\xNN`` escapes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import Annotated, Literal, Union
 
@@ -31,8 +38,41 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from curate import imaging, io, schemas, secrets
 from curate.config import LocalPath, StageParams
 from curate.errors import SampleError
-from curate.sources import Bad, ReadOptions, arrays, folder, medical, parquet, redact_uri, scrub, stamp
+from curate.sources import Bad, ReadOptions, arrays, display_path, folder, medical, parquet, redact_uri, scrub, stamp
 from curate.stage import Partition, SourceStage, StageContext
+
+log = logging.getLogger("curate.ingest")
+
+
+def source_identity(src) -> tuple:
+    """What a source reads, paths resolved (symbolic links, ``..``): two sources with one identity
+    would ingest the same rows twice (duplicate sample ids, removals naming themselves)."""
+    def real(path: str | None) -> str | None:
+        return None if path is None else os.path.realpath(path)
+
+    if src.type == "npz":
+        return ("npz", real(src.path), tuple(src.splits or ()))
+    if src.type == "idx":
+        return ("idx", real(src.images))
+    if src.type == "parquet":
+        return ("parquet", real(src.path), src.image_column)
+    return (src.type, real(src.path))
+
+
+def unique_sources(sources: list) -> list[int]:
+    """Indices of the sources to plan: the first of each :func:`source_identity`; every repeat is
+    dropped with a warning naming both positions."""
+    first: dict[tuple, int] = {}
+    keep = []
+    for i, src in enumerate(sources):
+        key = source_identity(src)
+        if key in first:
+            log.warning("ingest: sources[%d] repeats sources[%d] (%s %s); ingesting it once", i, first[key],
+                        src.type, key[1])
+            continue
+        first[key] = i
+        keep.append(i)
+    return keep
 
 
 class _Source(BaseModel):
@@ -113,6 +153,8 @@ class IngestParams(StageParams):
     sources: list[Source] = Field(..., min_length=1)
     partition_size: int = Field(2048, ge=1, description="samples (files, rows or slices) per partition")
     max_pixels: int = Field(40_000_000, ge=1, description="larger images are quarantined (reason too_large)")
+    max_voxels: int = Field(1 << 30, ge=1, description="NIfTI volumes / multi-frame DICOM files with more "
+                            "voxels (4 GiB as float32) are quarantined (too_large), checked on the header")
     group_secret: SecretStr | None = Field(None, description="project secret for group_id / redacted paths "
                                            "(stable across runs); default: env CURATE_SECRET, else a random "
                                            "per-run salt in RUN_DIR/secrets/salt")
@@ -138,10 +180,11 @@ class Ingest(SourceStage):
         secrets.write_private_json({"salt": mode, "redacted_sources": [i for i, s in enumerate(p.sources) if s.redacted],
                                     "salted_sources": [i for i, x in enumerate(salted) if x]},
                                    io.join(secrets.secrets_dir(ctx.run_dir), f"{ctx.stage}.json"))
-        parts, seen = [], {}
-        for si, src in enumerate(p.sources):
+        parts, seen, claimed = [], {}, set()
+        for si in unique_sources(p.sources):
+            src = p.sources[si]
             if src.type == "folder":
-                payloads = folder.plan(src, p.partition_size)
+                payloads = folder.plan(src, p.partition_size, claimed)
             elif src.type == "npz":
                 payloads = arrays.plan_npz(src, p.partition_size)
             elif src.type == "idx":
@@ -151,7 +194,7 @@ class Ingest(SourceStage):
             elif src.type == "dicom":
                 payloads = medical.plan_dicom(src, p.partition_size, salt)
             else:
-                payloads = medical.plan_nifti(src, p.partition_size)
+                payloads = medical.plan_nifti(src, p.partition_size, p.max_pixels, p.max_voxels)
             for payload in payloads:
                 payload = {"source": si, **payload}
                 # the id covers the files' stamp: a changed input reruns its partition (and downstream);
@@ -168,7 +211,7 @@ class Ingest(SourceStage):
         src = p.sources[payload["source"]]
         # a worker that cannot see a planned input is an infrastructure fault, never a quarantined sample
         stamp.check_visible(stamp.payload_files(payload))
-        opts = ReadOptions(max_pixels=p.max_pixels, group_salt=payload.get("_salt", ""))
+        opts = ReadOptions(max_pixels=p.max_pixels, group_salt=payload.get("_salt", ""), max_voxels=p.max_voxels)
         if src.type == "folder":
             items = folder.read(payload, opts)
         elif src.type in ("npz", "idx"):
@@ -177,16 +220,19 @@ class Ingest(SourceStage):
             items = parquet.read(payload, opts, src)
         elif src.type == "dicom":
             items = medical.read_dicom(payload, opts)
+            if payload.get("order") == "instance_number":  # positions unusable: ordered by InstanceNumber
+                ctx.count("dicom_ordered_by_instance_number", len(payload["files"]))
         else:
             items = medical.read_nifti(payload, opts)
         if src.redacted:
             items = self._redact(items, opts.group_salt, ctx)
         rows = []
-        for item in items:
+        for item in items:  # names that are not UTF-8 are stored escaped (display_path); ids keep the real bytes
             if isinstance(item, Bad):
-                ctx.sample_error(item.error, item.source_uri, item.source_index)
+                ctx.sample_error(SampleError(item.error.reason, display_path(item.error.detail)),
+                                 display_path(item.source_uri), item.source_index)
             else:
-                rows.append(item)
+                rows.append({**item, "source_uri": display_path(item["source_uri"])})
         ctx.count("samples", len(rows))
         return pa.Table.from_pylist(rows, schema=schemas.SAMPLES)
 

@@ -286,8 +286,8 @@ def test_a_planned_file_the_worker_cannot_see_fails_the_stage_and_is_not_quarant
     _folder(root, 4)
     real_plan = folder.plan
 
-    def plan_then_unmount(src, size):
-        out = real_plan(src, size)
+    def plan_then_unmount(src, size, *rest):
+        out = real_plan(src, size, *rest)
         os.remove(root / "img3.png")  # gone between planning (driver) and reading (worker)
         return out
 
