@@ -2,8 +2,9 @@
 
 mosaicml-streaming's contract: shards first, ``index.json`` (rows, bytes and
 sha256 per shard, the schema, dataset metadata) written last, so a reader never
-sees a half-written dataset. Samples are shuffled once with a seeded
-permutation (deterministic: same run, same shards, same checksums), cut into
+sees a half-written dataset. Samples are put in source order and shuffled once
+with a seeded permutation (deterministic: same rows, same shards, same checksums,
+however the work is partitioned), cut into
 shards bounded by ``max_rows`` and ``max_bytes``, written with zstd and row
 groups of about ``row_group_bytes`` so the loader streams a row group at a time.
 
@@ -20,6 +21,19 @@ together with the augmentation recommendation.
 
 Output per partition: the placement of each of its samples (sample_id, shard, row).
 Shards go to ``RUN_DIR/NN_shard/shards/`` next to their ``index.json``.
+
+No rows pass through the driver. ``map`` (one task per partition) encodes the
+partition's anchor images once, into the stage's scratch space
+(``ctx.scratch()``), and returns only sample_id and estimated bytes per row;
+``reduce`` plans on those: rows in source order (source_uri, source_index,
+sample_id; partition ids are hashes, so their order would change with the
+partition size), the seeded permutation of that order and the cuts
+(:func:`plan_shards`), a function of the rows, seed and limits only, so the
+bytes do not depend on partition size or worker count;
+one task per shard (:func:`write_range`) gathers its rows from the partitions,
+joins their pairs and partner images, writes the shard and returns its
+manifest; the driver assembles ``index.json`` from the manifests and writes it
+last (:func:`commit_index`). The driver holds ids and sizes, never images.
 """
 
 from __future__ import annotations
@@ -129,8 +143,8 @@ def write_shard(table: pa.Table, path: str, row_group_rows: int, compression: st
 
 
 def thread_map(fn, items: list) -> list:
-    """Shards are written by threads of the driver: the rows are already in its memory, and Parquet
-    encoding, zstd and sha256 release the GIL (shipping the rows to Dask workers would cost more)."""
+    """:func:`write_shards` (the in-memory library form) writes its shards from threads: the rows are
+    already in memory, and Parquet encoding, zstd and sha256 release the GIL."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
@@ -359,6 +373,8 @@ _COLS = ["sample_id", "image", "label", "group_id", "is_synthetic", "height", "w
 
 PLAN_SCHEMA = pa.schema([
     pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("source_uri", pa.string()),  # with source_index and sample_id: the canonical (source) order
+    pa.field("source_index", pa.int64()),
     pa.field("size", pa.int64(), nullable=False),  # encoded image bytes + 64: the cut estimate
 ])
 
@@ -367,7 +383,7 @@ class Shard(GlobalStage):
     """Write training shards + index.json from the kept samples (and mined pairs)."""
 
     key: ClassVar[str] = "shard"
-    version: ClassVar[str] = "2"  # 2: stored PNGs with the Up filter
+    version: ClassVar[str] = "3"  # 2: stored PNGs with the Up filter; 3: shuffle of the source order
     inputs: ClassVar[tuple[str, ...]] = ("samples", "pairs", "adainf")
     needs_settled: ClassVar[tuple[str, ...]] = ("decisions",)
     outputs: ClassVar[tuple[str, ...]] = ("placements",)
@@ -433,8 +449,13 @@ class Shard(GlobalStage):
         images = encode_images(t.column("image"), self.params.image_format)
         if self.params.image_format == "stored":
             io.write_parquet(pa.table({"image": images}), _encoded_path(ctx, ctx.partition_id), compression="none")
-        return pa.table({"sample_id": t.column("sample_id").cast(pa.string()), "size": row_sizes(images)},
-                        schema=PLAN_SCHEMA)
+        n = t.num_rows
+        return pa.table({"sample_id": t.column("sample_id").cast(pa.string()),
+                         "source_uri": t.column("source_uri").cast(pa.string()) if "source_uri" in t.column_names
+                         else pa.nulls(n, pa.string()),
+                         "source_index": t.column("source_index").cast(pa.int64()) if "source_index" in t.column_names
+                         else pa.nulls(n, pa.int64()),
+                         "size": row_sizes(images)}, schema=PLAN_SCHEMA)
 
     # ---- reduce: the plan, on the driver (ids and sizes only) ----------------------------
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, pa.Table]:
@@ -445,15 +466,22 @@ class Shard(GlobalStage):
         if n == 0:
             raise CurateError("shard: no samples to write; check that upstream stages kept any rows "
                               "(see `curate status RUN_DIR`)")
-        ids = pa.concat_arrays([mapped[pid].column("sample_id").combine_chunks() for pid in pids])
+        plan_rows = pa.concat_tables([mapped[pid] for pid in pids])
+        ids = plan_rows.column("sample_id").combine_chunks()
         dup = pc.count_distinct(ids).as_py()
         if dup != n:
             raise CurateError(f"shard: {n - dup} duplicate sample_ids across partitions; "
                               f"the samples table must have unique ids (rerun ingest)")
-        sizes = np.concatenate([mapped[pid].column("size").to_numpy() for pid in pids])
+        # source order first (partition ids are hashes: their order changes with the partition size), then
+        # the seeded permutation of that order
+        canon = pc.sort_indices(plan_rows, sort_keys=[("source_uri", "ascending"), ("source_index", "ascending"),
+                                                      ("sample_id", "ascending")]).to_numpy()
+        sizes = plan_rows.column("size").to_numpy()[canon]
+        del plan_rows
         seed = ctx.seed if p.seed is None else p.seed
         perm, plan = plan_shards(sizes, seed=seed, shuffle=p.shuffle, max_rows=p.max_rows, max_bytes=p.max_bytes,
                                  row_group_bytes=p.row_group_bytes, row_group_max_rows=p.row_group_max_rows)
+        perm = canon[perm]  # shuffled position -> row of the partition-order concatenation
         adainf = self._adainf(ctx)
         rep = float(adainf["real_replication"]) if adainf else 1.0
         out_dir = io.join(ctx.run_dir, ctx.stage, "shards")
