@@ -54,7 +54,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate import io
 from curate.config import StageParams
 from curate.errors import CurateError
-from curate.load.index import FORMAT, INDEX_NAME
 from curate.ops.png import to_stored
 from curate.stage import GlobalStage, StageContext
 
@@ -313,6 +312,8 @@ def commit_index(out_dir: str, shards: list[dict[str, Any]], stats: list[dict[st
     """Assemble index.json from the shards' manifests (path, rows, bytes, sha256, row_groups) and their
     :func:`shard_stats`, write it atomically (after every shard is in place), then drop shards of an earlier,
     larger run. Returns the index."""
+    from curate.load.index import FORMAT, INDEX_NAME  # here: curate.load imports torch, shard tasks need not
+
     tot = {k: sum(s[k] for s in stats) for k in ("synthetic", "labelled", "with_positives", "with_negatives",
                                                   "non_unit_weights")}
     index = {
