@@ -2,12 +2,13 @@
 
 Builds an ``.npz`` with the first N Fashion-MNIST training images (Debian's
 ``dataset-fashion-mnist``), runs ``pipelines/fashion_mnist.yaml`` on it with that
-source, then reruns with only the ``shard`` stage invalidated (``--set
+source, then reruns with nothing to do (the driver's fixed cost), then with only the ``shard`` stage invalidated (``--set
 shard.dataset_name=...``), so the second figure is the driver's peak while it
 runs the shard stage (plus the fixed cost of the CLI and the embedded cluster's
 scheduler). Sampled every 0.1 s with psutil, the driver process only.
 
     python benchmarks/shard_driver_rss.py --n 20000 --work /tmp/shard_rss
+    python benchmarks/shard_driver_rss.py --n 60000 --stages ingest-shard --work /tmp/shard_rss60
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--work", default="/tmp/shard_rss")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--stages", choices=["full", "ingest-shard"], default="full",
+                    help="the whole Fashion-MNIST pipeline, or only its ingest and shard stages")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     npz = os.path.join(a.work, f"fmnist_{a.n}.npz")
@@ -70,6 +73,8 @@ def main() -> None:
     cfg["stages"][0]["sources"] = [{"type": "npz", "path": npz}]
     cfg["stages"][0]["partition_size"] = 4096
     cfg["name"] = f"fashion_mnist_{a.n}"
+    if a.stages == "ingest-shard":
+        cfg["stages"] = [cfg["stages"][0], cfg["stages"][-1]]
     pipe = os.path.join(a.work, "pipeline.yaml")
     with open(pipe, "w") as f:
         yaml.safe_dump(cfg, f)
@@ -77,13 +82,16 @@ def main() -> None:
     curate = os.path.join(os.path.dirname(sys.executable), "curate")
     base = [curate, "run", pipe, "--run-dir", run_dir, "--quiet", "--no-card", "--workers", str(a.workers)]
     rc, wall, drv, tree = run(base + ["--force"])
-    print(f"full pipeline, {a.n} images: exit {rc}; wall {wall:.1f} s; driver peak RSS {drv / 2**20:.0f} MiB; "
+    print(f"{a.stages} pipeline, {a.n} images: exit {rc}; wall {wall:.1f} s; driver peak RSS {drv / 2**20:.0f} MiB; "
           f"process tree {tree / 2**20:.0f} MiB")
+    rc, wall, drv, tree = run(base)
+    print(f"nothing to do (rerun): exit {rc}; wall {wall:.1f} s; driver peak RSS {drv / 2**20:.0f} MiB "
+          f"(the driver's fixed cost: CLI, imports, embedded cluster)")
     rc, wall, drv, tree = run(base + ["--set", f"shard.dataset_name=rss-{time.time_ns()}"])
     summary = json.load(open(os.path.join(run_dir, "summary.json"))) if rc == 0 else {}
     sh = {k: v for k, v in summary.get("stages", {}).items() if k.endswith("_shard")}
     print(f"shard stage only (rerun): exit {rc}; wall {wall:.1f} s; driver peak RSS {drv / 2**20:.0f} MiB; "
-          f"process tree {tree / 2**20:.0f} MiB; stage {json.dumps(sh)}; load average {os.getloadavg()[0]:.1f}")
+          f"process tree {tree / 2**20:.0f} MiB; stage {json.dumps({k: (v['seconds'], v['counters']) for k, v in sh.items()})}; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
