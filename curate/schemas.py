@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# the shard index (shards written by the ``shard`` stage, read by ``curate.load``)
+SHARD_INDEX_NAME = "index.json"
+SHARD_FORMAT = "curate.shards"
+
 from curate.errors import SchemaError
 
 SAMPLES = pa.schema(

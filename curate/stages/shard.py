@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate import io
+from curate import io, schemas
 from curate.config import StageParams
 from curate.errors import CurateError
 from curate.ops.png import to_stored
@@ -312,12 +312,10 @@ def commit_index(out_dir: str, shards: list[dict[str, Any]], stats: list[dict[st
     """Assemble index.json from the shards' manifests (path, rows, bytes, sha256, row_groups) and their
     :func:`shard_stats`, write it atomically (after every shard is in place), then drop shards of an earlier,
     larger run. Returns the index."""
-    from curate.load.index import FORMAT, INDEX_NAME  # here: curate.load imports torch, shard tasks need not
-
     tot = {k: sum(s[k] for s in stats) for k in ("synthetic", "labelled", "with_positives", "with_negatives",
                                                   "non_unit_weights")}
     index = {
-        "format": FORMAT,
+        "format": schemas.SHARD_FORMAT,
         "version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "num_samples": sum(s["rows"] for s in shards),
@@ -335,9 +333,9 @@ def commit_index(out_dir: str, shards: list[dict[str, Any]], stats: list[dict[st
             **(metadata or {}),
         },
     }
-    io.write_json(index, io.join(out_dir, INDEX_NAME))
+    io.write_json(index, io.join(out_dir, schemas.SHARD_INDEX_NAME))
     fs, p = io.fs_and_path(out_dir)
-    keep = {s["path"] for s in shards} | {INDEX_NAME}
+    keep = {s["path"] for s in shards} | {schemas.SHARD_INDEX_NAME}
     for f in fs.ls(p, detail=False):
         base = f.rsplit("/", 1)[-1]
         if base.startswith("shard-") and base.endswith(".parquet") and base not in keep:
