@@ -2,10 +2,11 @@
 
 Builds an ``.npz`` with the first N Fashion-MNIST training images (Debian's
 ``dataset-fashion-mnist``), runs ``pipelines/fashion_mnist.yaml`` on it with that
-source, then reruns with nothing to do (the driver's fixed cost), then with only the ``shard`` stage invalidated (``--set
-shard.dataset_name=...``), so the second figure is the driver's peak while it
-runs the shard stage (plus the fixed cost of the CLI and the embedded cluster's
-scheduler). Sampled every 0.1 s with psutil, the driver process only.
+source (``--stages ingest-shard``: only its first and last stage), then reruns
+with nothing to do (the driver's fixed cost: CLI, imports, the embedded cluster's
+scheduler), then with only the ``shard`` stage invalidated (``--set
+shard.dataset_name=...``): the driver's peak while it runs the shard stage.
+Sampled every 0.1 s with psutil, the driver process only.
 
     python benchmarks/shard_driver_rss.py --n 20000 --work /tmp/shard_rss
     python benchmarks/shard_driver_rss.py --n 60000 --stages ingest-shard --work /tmp/shard_rss60
