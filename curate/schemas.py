@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from curate.errors import SchemaError
+
 # the shard index (shards written by the ``shard`` stage, read by ``curate.load``)
 SHARD_INDEX_NAME = "index.json"
 SHARD_FORMAT = "curate.shards"
-
-from curate.errors import SchemaError
 
 SAMPLES = pa.schema(
     [
