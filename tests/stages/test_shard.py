@@ -2,6 +2,7 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 
 from curate.config import PipelineConfig
@@ -265,3 +266,14 @@ def test_inlined_partners_and_pairs_across_shard_tasks(tmp_path):
         for nid, img in zip(r["negative_ids"] or [], r["negative_images"] or []):
             assert img is not None and nid in by_id
     assert inlined > removed_partners > 0
+
+
+@pytest.mark.slow
+def test_two_dask_workers_write_the_same_shards_as_sync(tmp_path, idx_dataset):
+    outs = []
+    for sched, workers in (("sync", None), ("local", 2)):
+        run = tmp_path / sched
+        run_pipeline(_idx_shard_config(idx_dataset, 37, max_rows=50), str(run), scheduler=sched, workers=workers,
+                     progress=False)
+        outs.append(_shard_output(run))
+    assert outs[0][0] == outs[1][0] and outs[0][1] == outs[1][1] and outs[0][2].equals(outs[1][2])
