@@ -11,6 +11,7 @@ through, so the latest ``pairs`` table always holds both.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -182,6 +183,8 @@ def work_dir(ctx: StageContext, name: str = "knn") -> str:
     fs, p = io.fs_and_path(d)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if not ("file" in protocols or "local" in protocols):
+        logging.getLogger("curate").warning("mining: the kNN index of a run dir on %s is kept in a local temp folder; "
+                                            "workers on other machines cannot see it", protocols[0])
         p = os.path.join(tempfile.gettempdir(), "curate", os.path.basename(io.fs_and_path(ctx.run_dir)[1].rstrip("/")),
                          name)
     os.makedirs(p, exist_ok=True)
