@@ -8,6 +8,8 @@ Layout of a run directory::
       NN_<stage>/part-<pid>.parquet    primary output of partition <pid>
       NN_<stage>/<table>/part-<pid>.parquet   secondary outputs (quarantine, ...)
       NN_<stage>/part-<pid>.json       manifest, written last: rows, stats, config hash
+      scratch/NN_<stage>/...           a stage's temporary files (StageContext.scratch), every worker's
+      scratch/_shared/...              files stages share (the mining stages' kNN index)
       summary.json
 
 Every file is written to a temporary name and renamed into place, and the

@@ -12,6 +12,10 @@ import pyarrow as pa
 
 from curate.errors import SchemaError
 
+# the shard index (shards written by the ``shard`` stage, read by ``curate.load``)
+SHARD_INDEX_NAME = "index.json"
+SHARD_FORMAT = "curate.shards"
+
 SAMPLES = pa.schema(
     [
         # unique per sample: hash(pixel_hash, source_uri, source_index)

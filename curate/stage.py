@@ -40,6 +40,7 @@ from curate import io, schemas
 from curate.config import StageParams
 from curate.errors import SampleError
 
+SCRATCH_DIR = "scratch"  # RUN_DIR/scratch/<stage dir>/: temporary files of tasks (StageContext.scratch)
 
 @dataclass(frozen=True)
 class Upstream:
@@ -137,6 +138,18 @@ class StageContext:
                 q = io.read_parquet(io.part_path(self.run_dir, up.dirname, pid, "quarantine"), columns=["sample_id"])
                 out.update(x for x in q.column("sample_id").to_pylist() if x is not None)
         return out
+
+    # ---- scratch space ----------------------------------------------------------
+    def scratch(self, *parts: str, shared: bool = False) -> str:
+        """An fsspec folder for this stage's temporary files: ``RUN_DIR/scratch/<stage dir>[/<parts>]``
+        (``shared``: ``RUN_DIR/scratch/_shared/<parts>``, for files several stages reuse, such as the kNN
+        index of the mining stages). It lives in the run directory, so every worker that sees the run
+        directory (a shared disk, object storage) sees it; nothing goes to a worker's own ``/tmp``. The
+        folder is not created (object stores have none); write files below it with :mod:`curate.io`."""
+        for p in parts:
+            io.check_name(p, "scratch folder")
+        owner = "_shared" if shared else io.check_name(self.stage.split("/")[0], "stage directory")
+        return io.join(self.run_dir, SCRATCH_DIR, owner, *parts)
 
     # ---- errors, counters ------------------------------------------------------
     def count(self, key: str, n: int = 1) -> None:

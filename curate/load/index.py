@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate.errors import CurateError
-
-INDEX_NAME = "index.json"
-FORMAT = "curate.shards"
+from curate.schemas import SHARD_FORMAT as FORMAT, SHARD_INDEX_NAME as INDEX_NAME  # noqa: F401 - re-exported
 
 
 class ShardIntegrityError(CurateError):

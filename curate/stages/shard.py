@@ -2,8 +2,9 @@
 
 mosaicml-streaming's contract: shards first, ``index.json`` (rows, bytes and
 sha256 per shard, the schema, dataset metadata) written last, so a reader never
-sees a half-written dataset. Samples are shuffled once with a seeded
-permutation (deterministic: same run, same shards, same checksums), cut into
+sees a half-written dataset. Samples are put in source order and shuffled once
+with a seeded permutation (deterministic: same rows, same shards, same checksums,
+however the work is partitioned), cut into
 shards bounded by ``max_rows`` and ``max_bytes``, written with zstd and row
 groups of about ``row_group_bytes`` so the loader streams a row group at a time.
 
@@ -20,6 +21,19 @@ together with the augmentation recommendation.
 
 Output per partition: the placement of each of its samples (sample_id, shard, row).
 Shards go to ``RUN_DIR/NN_shard/shards/`` next to their ``index.json``.
+
+No rows pass through the driver. ``map`` (one task per partition) encodes the
+partition's anchor images once, into the stage's scratch space
+(``ctx.scratch()``), and returns only sample_id and estimated bytes per row;
+``reduce`` plans on those: rows in source order (source_uri, source_index,
+sample_id; partition ids are hashes, so their order would change with the
+partition size), the seeded permutation of that order and the cuts
+(:func:`plan_shards`), a function of the rows, seed and limits only, so the
+bytes do not depend on partition size or worker count;
+one task per shard (:func:`write_range`) gathers its rows from the partitions,
+joins their pairs and partner images, writes the shard and returns its
+manifest; the driver assembles ``index.json`` from the manifests and writes it
+last (:func:`commit_index`). The driver holds ids and sizes, never images.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -36,10 +51,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate import io
+from curate import io, schemas
 from curate.config import StageParams
 from curate.errors import CurateError
-from curate.load.index import FORMAT, INDEX_NAME
 from curate.ops.png import to_stored
 from curate.stage import GlobalStage, StageContext
 
@@ -128,8 +142,8 @@ def write_shard(table: pa.Table, path: str, row_group_rows: int, compression: st
 
 
 def thread_map(fn, items: list) -> list:
-    """Shards are written by threads of the driver: the rows are already in its memory, and Parquet
-    encoding, zstd and sha256 release the GIL (shipping the rows to Dask workers would cost more)."""
+    """:func:`write_shards` (the in-memory library form) writes its shards from threads: the rows are
+    already in memory, and Parquet encoding, zstd and sha256 release the GIL."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
@@ -143,14 +157,18 @@ def _write_task(item: tuple) -> dict[str, Any]:
 
 def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replication: float = 1.0,
                       partners: pa.Table | None = None, inline_positives: bool = False,
-                      inline_negatives: int = 0, image_format: str = "stored") -> pa.Table:
+                      inline_negatives: int = 0, image_format: str = "stored", images: pa.Array | None = None,
+                      lookup: pa.Table | None = None) -> pa.Table:
     """The shard columns for ``samples`` (any order), joining mined positive / negative ids by anchor.
 
     ``partners`` (sample_id, image) supplies images of positives that are not rows of ``samples``
     (always inlined); ``inline_positives`` inlines every positive's PNG, ``inline_negatives`` the PNGs of
     the first (hardest) k negatives. ``image_format="stored"`` re-encodes the anchor images as stored
     PNGs (:mod:`curate.ops.png`: Parquet's zstd compresses them, the loader decodes a row group in
-    one gather); ``"source"`` keeps the ingested PNG bytes.
+    one gather); ``"source"`` keeps the ingested PNG bytes. ``images``, when given, is the anchor image
+    column already in ``image_format`` (not re-encoded); ``lookup`` (sample_id, image), default
+    ``samples``, is where inlined partner images of shard rows are looked up (a shard task passes the
+    kept rows its partners are among, wherever they are shuffled to).
     """
     n = samples.num_rows
     ids = samples.column("sample_id")
@@ -162,19 +180,16 @@ def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replicatio
         pos = _ids_by_anchor(pairs.filter(pc.is_valid(pairs.column("positive_kind"))), "positive_id", ids)
         negrows = pairs.filter(pc.is_valid(pairs.column("negative_ids")))
         neg = _ids_by_anchor(negrows, "negative_ids", ids)
-    pos_img = _inline_images(pos, ids, partners, samples if inline_positives else None)
+    src = samples if lookup is None else lookup
+    pos_img = _inline_images(pos, ids, partners, src if inline_positives else None)
     neg_img = pa.nulls(n, pa.list_(pa.binary()))
     if inline_negatives > 0 and neg.null_count < n:
-        neg_img = _inline_images(pc.list_slice(neg, 0, inline_negatives), ids, None, samples)
+        neg_img = _inline_images(pc.list_slice(neg, 0, inline_negatives), ids, None, src)
 
     def col(name: str, typ: pa.DataType) -> pa.Array:
         return samples.column(name).cast(typ) if name in samples.column_names else pa.nulls(n, typ)
 
-    image = samples.column("image").cast(pa.binary())
-    if image_format == "stored":
-        image = to_stored(image)
-    elif image_format != "source":
-        raise CurateError(f"shard: image_format must be 'stored' or 'source', got '{image_format}'")
+    image = encode_images(samples.column("image"), image_format) if images is None else images
     return pa.table({
         "image": image,
         "sample_id": ids.cast(pa.string()),
@@ -192,10 +207,20 @@ def build_shard_table(samples: pa.Table, pairs: pa.Table | None, real_replicatio
     }, schema=SHARD_SCHEMA)
 
 
+def encode_images(column, image_format: str) -> pa.Array:
+    """The anchor image column of a shard: stored PNGs (``"stored"``) or the ingested bytes (``"source"``)."""
+    image = column.cast(pa.binary())
+    if image_format == "stored":
+        return to_stored(image)
+    if image_format != "source":
+        raise CurateError(f"shard: image_format must be 'stored' or 'source', got '{image_format}'")
+    return image.combine_chunks() if isinstance(image, pa.ChunkedArray) else image
+
+
 def _inline_images(ids_list: pa.Array, ids: pa.ChunkedArray, partners: pa.Table | None,
                    samples: pa.Table | None = None) -> pa.Array:
     """list<binary> aligned with ``ids_list``: a partner's PNG when it is not a shard row (from ``partners``),
-    or any partner's PNG when ``samples`` is given (looked up there first); null otherwise."""
+    or any partner's PNG when ``samples`` (sample_id, image) is given (looked up there first); null otherwise."""
     n = len(ids_list)
     if ids_list.null_count == n:
         return pa.nulls(n, pa.list_(pa.binary()))
@@ -207,7 +232,7 @@ def _inline_images(ids_list: pa.Array, ids: pa.ChunkedArray, partners: pa.Table 
         j = pc.index_in(flat, value_set=partners.column("sample_id").combine_chunks())
         imgs = pc.take(partners.column("image").combine_chunks().cast(pa.binary()), j)
     if samples is not None:
-        j = pc.index_in(flat, value_set=ids.combine_chunks())
+        j = pc.index_in(flat, value_set=samples.column("sample_id").combine_chunks())
         own = pc.take(samples.column("image").combine_chunks().cast(pa.binary()), j)
         imgs = pc.coalesce(own, imgs)
     else:
@@ -234,78 +259,134 @@ def _ids_by_anchor(pairs: pa.Table, column: str, ids: pa.ChunkedArray) -> pa.Arr
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
-def write_shards(table: pa.Table, out_dir: str, *, seed: int = 0, shuffle: bool = True, max_rows: int = 65536,
-                 max_bytes: int = 256 << 20, row_group_bytes: int = 4 << 20, row_group_max_rows: int = 4096,
-                 compression: str = "zstd", compression_level: int | None = 1, image_compression_level: int | None = 1,
-                 metadata: dict[str, Any] | None = None, mapper=None) -> tuple[dict[str, Any], pa.Table]:
-    """Shuffle, cut and write ``table`` (SHARD_SCHEMA) under ``out_dir``; write index.json last.
-
-    Returns (the index dict, placements: sample_id, shard, row in the order of ``table``).
-    """
-    n = table.num_rows
+def plan_shards(sizes: np.ndarray, *, seed: int = 0, shuffle: bool = True, max_rows: int = 65536,
+                max_bytes: int = 256 << 20, row_group_bytes: int = 4 << 20,
+                row_group_max_rows: int = 4096) -> tuple[np.ndarray, list[tuple[str, int, int, int]]]:
+    """The deterministic shard layout of ``n = len(sizes)`` rows (``sizes``: estimated bytes per row, in
+    input order): the permutation (row ``perm[j]`` of the input is row ``j`` of the shuffled order) and the
+    shards as (name, start, end, row-group rows) over the shuffled order. Depends on sizes, seed and limits
+    only, never on how the rows are partitioned."""
+    n = len(sizes)
     perm = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    sizes = pc.binary_length(table.column("image")).to_numpy(zero_copy_only=False).astype(np.int64)[perm] + 64
-    cuts = _plan_cuts(sizes, max_rows, max_bytes)
-    shuffled = table.take(pa.array(perm)) if shuffle else table
-    items, names = [], []
-    for i, (a, b) in enumerate(cuts):
-        part = shuffled.slice(a, b - a)
-        avg = max(1.0, float(sizes[a:b].mean()))
-        rg = int(max(1, min(row_group_max_rows, row_group_bytes // avg)))
-        name = f"shard-{i:05d}.parquet"
-        names.append(name)
-        items.append((part, io.join(out_dir, name), rg, compression, compression_level, image_compression_level))
-    mapper = mapper or thread_map
-    results = mapper(_write_task, items) if len(items) > 1 else [_write_task(x) for x in items]
-    shards = [{"path": name, **r} for name, r in zip(names, results)]
-    weights = table.column("sample_weight").to_numpy(zero_copy_only=False)
-    index = {
-        "format": FORMAT,
-        "version": 1,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "num_samples": n,
-        "num_shards": len(shards),
-        "shards": shards,
-        "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
-        "metadata": {
-            "seed": seed,
-            "shuffled": shuffle,
-            "uniform_weights": bool(np.all(weights == 1.0)),
-            "synthetic": int(pc.sum(table.column("is_synthetic").cast(pa.int64())).as_py() or 0),
+    s = np.asarray(sizes, np.int64)[perm]
+    plan = []
+    for i, (a, b) in enumerate(_plan_cuts(s, max_rows, max_bytes)):
+        avg = max(1.0, float(s[a:b].mean()))
+        plan.append((f"shard-{i:05d}.parquet", a, b, int(max(1, min(row_group_max_rows, row_group_bytes // avg)))))
+    return perm, plan
+
+
+def row_sizes(images) -> np.ndarray:
+    """The per-row size estimate the shard cuts use: encoded image bytes + 64."""
+    return pc.binary_length(images).to_numpy(zero_copy_only=False).astype(np.int64) + 64
+
+
+def placements_of(ids, perm: np.ndarray, plan: list[tuple[str, int, int, int]]) -> pa.Table:
+    """(sample_id, shard, row) of every input row, in input order."""
+    n = len(perm)
+    shard_of, row_in = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for i, (_, a, b, _) in enumerate(plan):
+        shard_of[perm[a:b]] = i
+        row_in[perm[a:b]] = np.arange(b - a)
+    names = np.asarray([x[0] for x in plan], dtype=object)
+    return pa.table({"sample_id": pa.array(ids, pa.string()) if not isinstance(ids, (pa.Array, pa.ChunkedArray))
+                     else ids,
+                     "shard": pa.array(names[shard_of] if n else [], pa.string()),
+                     "row": pa.array(row_in, pa.int64())}, schema=PLACEMENTS)
+
+
+def shard_stats(table: pa.Table) -> dict[str, int]:
+    """The per-shard counts index.json's metadata sums (SHARD_SCHEMA table)."""
+    n = table.num_rows
+    w = table.column("sample_weight").to_numpy(zero_copy_only=False)
+    return {"synthetic": int(pc.sum(table.column("is_synthetic").cast(pa.int64())).as_py() or 0),
             "labelled": int(n - table.column("label").null_count),
             "with_positives": int(n - table.column("positive_ids").null_count),
             "with_negatives": int(n - table.column("negative_ids").null_count),
+            "non_unit_weights": int(np.count_nonzero(w != 1.0))}
+
+
+def commit_index(out_dir: str, shards: list[dict[str, Any]], stats: list[dict[str, int]], *, seed: int,
+                 shuffle: bool, metadata: dict[str, Any] | None = None,
+                 schema: pa.Schema = SHARD_SCHEMA) -> dict[str, Any]:
+    """Assemble index.json from the shards' manifests (path, rows, bytes, sha256, row_groups) and their
+    :func:`shard_stats`, write it atomically (after every shard is in place), then drop shards of an earlier,
+    larger run. Returns the index."""
+    tot = {k: sum(s[k] for s in stats) for k in ("synthetic", "labelled", "with_positives", "with_negatives",
+                                                  "non_unit_weights")}
+    index = {
+        "format": schemas.SHARD_FORMAT,
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "num_samples": sum(s["rows"] for s in shards),
+        "num_shards": len(shards),
+        "shards": shards,
+        "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
+        "metadata": {
+            "seed": seed,
+            "shuffled": shuffle,
+            "uniform_weights": tot["non_unit_weights"] == 0,
+            "synthetic": tot["synthetic"],
+            "labelled": tot["labelled"],
+            "with_positives": tot["with_positives"],
+            "with_negatives": tot["with_negatives"],
             **(metadata or {}),
         },
     }
-    io.write_json(index, io.join(out_dir, INDEX_NAME))
-    # drop shards of an earlier, larger run (after the new index is in place)
+    io.write_json(index, io.join(out_dir, schemas.SHARD_INDEX_NAME))
     fs, p = io.fs_and_path(out_dir)
-    keep = set(names) | {INDEX_NAME}
+    keep = {s["path"] for s in shards} | {schemas.SHARD_INDEX_NAME}
     for f in fs.ls(p, detail=False):
         base = f.rsplit("/", 1)[-1]
         if base.startswith("shard-") and base.endswith(".parquet") and base not in keep:
             fs.rm(f)
-    shard_of = np.repeat(np.arange(len(cuts)), [b - a for a, b in cuts])
-    row_in = np.concatenate([np.arange(b - a) for a, b in cuts]) if cuts else np.zeros(0, np.int64)
-    inv = np.empty(n, np.int64)
-    inv[perm] = np.arange(n)
-    placements = pa.table({
-        "sample_id": table.column("sample_id"),
-        "shard": pa.array(np.asarray(names, dtype=object)[shard_of[inv]] if n else [], pa.string()),
-        "row": pa.array(row_in[inv] if n else [], pa.int64()),
-    }, schema=PLACEMENTS)
-    return index, placements
+    return index
+
+
+def write_shards(table: pa.Table, out_dir: str, *, seed: int = 0, shuffle: bool = True, max_rows: int = 65536,
+                 max_bytes: int = 256 << 20, row_group_bytes: int = 4 << 20, row_group_max_rows: int = 4096,
+                 compression: str = "zstd", compression_level: int | None = 1, image_compression_level: int | None = 1,
+                 metadata: dict[str, Any] | None = None, mapper=None) -> tuple[dict[str, Any], pa.Table]:
+    """Shuffle, cut and write an in-memory ``table`` (SHARD_SCHEMA) under ``out_dir``; write index.json last.
+
+    The library form of the ``shard`` stage (which writes the same bytes from worker tasks, never holding
+    the rows in one process). Returns (the index dict, placements: sample_id, shard, row in the order of
+    ``table``).
+    """
+    perm, plan = plan_shards(row_sizes(table.column("image")), seed=seed, shuffle=shuffle, max_rows=max_rows,
+                             max_bytes=max_bytes, row_group_bytes=row_group_bytes,
+                             row_group_max_rows=row_group_max_rows)
+    shuffled = table.take(pa.array(perm)) if shuffle else table
+    items = [(shuffled.slice(a, b - a), io.join(out_dir, name), rg, compression, compression_level,
+              image_compression_level) for name, a, b, rg in plan]
+    mapper = mapper or thread_map
+    results = mapper(_write_task, items) if len(items) > 1 else [_write_task(x) for x in items]
+    shards = [{"path": name, **r} for (name, *_), r in zip(plan, results)]
+    stats = [shard_stats(it[0]) for it in items]
+    index = commit_index(out_dir, shards, stats, seed=seed, shuffle=shuffle, metadata=metadata,
+                         schema=table.schema)
+    return index, placements_of(table.column("sample_id"), perm, plan)
+
+
+_COLS = ["sample_id", "image", "label", "group_id", "is_synthetic", "height", "width", "channels"]
+
+PLAN_SCHEMA = pa.schema([
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("source_uri", pa.string()),  # with source_index and sample_id: the canonical (source) order
+    pa.field("source_index", pa.int64()),
+    pa.field("size", pa.int64(), nullable=False),  # encoded image bytes + 64: the cut estimate
+])
 
 
 class Shard(GlobalStage):
     """Write training shards + index.json from the kept samples (and mined pairs)."""
 
     key: ClassVar[str] = "shard"
-    version: ClassVar[str] = "2"  # 2: stored PNGs with the Up filter
+    version: ClassVar[str] = "3"  # 2: stored PNGs with the Up filter; 3: shuffle of the source order
     inputs: ClassVar[tuple[str, ...]] = ("samples", "pairs", "adainf")
     needs_settled: ClassVar[tuple[str, ...]] = ("decisions",)
     outputs: ClassVar[tuple[str, ...]] = ("placements",)
+    map_schema: ClassVar[pa.Schema] = PLAN_SCHEMA
 
     class Params(StageParams):
         seed: int | None = Field(None, description="shuffle seed (default: the pipeline seed)")
@@ -350,77 +431,202 @@ class Shard(GlobalStage):
                 return out
         return None
 
-    @staticmethod
-    def _partner_images(ctx: StageContext, samples: pa.Table, pairs: pa.Table | None) -> pa.Table | None:
-        """Images of positive partners missing from the kept set (removed copies), from the ingested samples."""
-        if pairs is None or pairs.num_rows == 0:
-            return None
-        pos = pairs.filter(pc.is_valid(pairs.column("positive_kind"))).column("positive_id")
-        want = pc.unique(pos.filter(pc.invert(pc.is_in(pos, value_set=samples.column("sample_id").combine_chunks()))))
-        want = want.combine_chunks() if isinstance(want, pa.ChunkedArray) else want
-        if len(want) == 0:
-            return None
-        found = []
-        for up in ctx.producers("samples"):
-            for pid in io.list_partitions(ctx.run_dir, up.dirname, None if up.outputs[0] == "samples" else "samples"):
-                t = io.read_parquet(io.part_path(ctx.run_dir, up.dirname, pid,
-                                                 None if up.outputs[0] == "samples" else "samples"),
-                                    columns=["sample_id", "image"])
-                found.append(t.filter(pc.is_in(t.column("sample_id"), value_set=want)))
-            if found and sum(f.num_rows for f in found) >= len(want):
-                break
-        if not found:
-            return None
-        t = pa.concat_tables(found)
-        _, first = np.unique(np.asarray(t.column("sample_id").to_pylist(), object), return_index=True)
-        return t.take(pa.array(np.sort(first)))
+    # ---- map: per partition, on workers ----------------------------------------------
+    def _rows(self, table: pa.Table | None, columns: list[str] | None = None) -> pa.Table:
+        """The rows of one samples partition that go into the shards (synthetic ones unless excluded)."""
+        if table is None:
+            table = pa.table({c: pa.array([], SHARD_SCHEMA.field(c).type if c in SHARD_SCHEMA.names else pa.string())
+                              for c in (columns or _COLS)})
+        if not self.params.include_synthetic:
+            table = table.filter(pc.invert(table.column("is_synthetic")))
+        return table
 
+    def map(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        """Encode this partition's anchor images once (into the stage's scratch space, read back by the shard
+        tasks) and return what the plan needs: sample_id and estimated bytes per row."""
+        t = self._rows(table)
+        images = encode_images(t.column("image"), self.params.image_format)
+        if self.params.image_format == "stored":
+            io.write_parquet(pa.table({"image": images}), _encoded_path(ctx, ctx.partition_id), compression="none")
+        n = t.num_rows
+        return pa.table({"sample_id": t.column("sample_id").cast(pa.string()),
+                         "source_uri": t.column("source_uri").cast(pa.string()) if "source_uri" in t.column_names
+                         else pa.nulls(n, pa.string()),
+                         "source_index": t.column("source_index").cast(pa.int64()) if "source_index" in t.column_names
+                         else pa.nulls(n, pa.int64()),
+                         "size": row_sizes(images)}, schema=PLAN_SCHEMA)
+
+    # ---- reduce: the plan, on the driver (ids and sizes only) ----------------------------
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, pa.Table]:
-        cols = ["sample_id", "image", "label", "group_id", "is_synthetic", "height", "width", "channels"]
-        parts, pids = [], []
-        for pid in ctx.partitions:
-            t = ctx.read("samples", pid, columns=cols)
-            if t is None:
-                t = pa.table({c: pa.array([], SHARD_SCHEMA.field(c).type if c in SHARD_SCHEMA.names else pa.string())
-                              for c in cols})
-            if not self.params.include_synthetic:
-                t = t.filter(pc.invert(t.column("is_synthetic")))
-            parts.append(t)
-            pids.extend([pid] * t.num_rows)
-        samples = pa.concat_tables(parts, promote_options="permissive") if parts else None
-        if samples is None or samples.num_rows == 0:
+        p = self.params
+        pids = list(ctx.partitions)
+        counts = np.array([mapped[pid].num_rows for pid in pids], np.int64)
+        n = int(counts.sum())
+        if n == 0:
             raise CurateError("shard: no samples to write; check that upstream stages kept any rows "
                               "(see `curate status RUN_DIR`)")
-        # sample_id order before the seeded shuffle: the shards never depend on how the data were partitioned
-        order = np.argsort(np.asarray(samples.column("sample_id").to_pylist(), dtype=object), kind="stable")
-        samples, pids = samples.take(pa.array(order)), [pids[i] for i in order.tolist()]
-        pairs = ctx.read_all("pairs") if ctx.has("pairs") else None
+        plan_rows = pa.concat_tables([mapped[pid] for pid in pids])
+        ids = plan_rows.column("sample_id").combine_chunks()
+        dup = pc.count_distinct(ids).as_py()
+        if dup != n:
+            raise CurateError(f"shard: {n - dup} duplicate sample_ids across partitions; "
+                              f"the samples table must have unique ids (rerun ingest)")
+        # source order first (partition ids are hashes: their order changes with the partition size), then
+        # the seeded permutation of that order
+        canon = pc.sort_indices(plan_rows, sort_keys=[("source_uri", "ascending"), ("source_index", "ascending"),
+                                                      ("sample_id", "ascending")]).to_numpy()
+        sizes = plan_rows.column("size").to_numpy()[canon]
+        del plan_rows
+        seed = ctx.seed if p.seed is None else p.seed
+        perm, plan = plan_shards(sizes, seed=seed, shuffle=p.shuffle, max_rows=p.max_rows, max_bytes=p.max_bytes,
+                                 row_group_bytes=p.row_group_bytes, row_group_max_rows=p.row_group_max_rows)
+        perm = canon[perm]  # shuffled position -> row of the partition-order concatenation
         adainf = self._adainf(ctx)
         rep = float(adainf["real_replication"]) if adainf else 1.0
-        partners = self._partner_images(ctx, samples, pairs)
-        table = build_shard_table(samples, pairs, rep, partners, self.params.inline_positives,
-                                  self.params.inline_negatives, self.params.image_format)
-        dup = pc.count_distinct(table.column("sample_id")).as_py()
-        if dup != table.num_rows:
-            raise CurateError(f"shard: {table.num_rows - dup} duplicate sample_ids across partitions; "
-                              f"the samples table must have unique ids (rerun ingest)")
         out_dir = io.join(ctx.run_dir, ctx.stage, "shards")
-        meta = {"name": self.params.dataset_name, "adainf": adainf,
-                "augmentation": (adainf or {}).get("augmentation"), "source_stage": ctx.stage}
-        p = self.params
-        seed = ctx.seed if p.seed is None else p.seed
-        index, placements = write_shards(
-            table, out_dir, seed=seed, shuffle=p.shuffle, max_rows=p.max_rows, max_bytes=p.max_bytes,
-            row_group_bytes=p.row_group_bytes, row_group_max_rows=p.row_group_max_rows,
-            compression=p.compression, compression_level=p.compression_level,
-            image_compression_level=p.image_compression_level, metadata=meta)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        base = StageContext(run_dir=ctx.run_dir, stage=ctx.stage, stage_key=ctx.stage_key, partition_id=None,
+                            seed=ctx.seed, on_error=ctx.on_error, upstream=ctx.upstream, partitions=ctx.partitions)
+        jobs = []
+        for name, a, b, rg in plan:
+            g = perm[a:b]
+            part = np.searchsorted(offsets, g, side="right") - 1
+            order = np.argsort(part, kind="stable")
+            cut = np.searchsorted(part[order], np.arange(len(pids) + 1))
+            takes = tuple((pids[k], (g[order[cut[k]:cut[k + 1]]] - offsets[k]), order[cut[k]:cut[k + 1]])
+                          for k in range(len(pids)) if cut[k + 1] > cut[k])
+            jobs.append(_ShardJob(base, p, io.join(out_dir, name), rg, rep, b - a, takes))
+        results = ctx.map(write_range, jobs)  # one worker task per shard
+        shards = [{"path": name, **r["shard"]} for (name, *_), r in zip(plan, results)]
+        meta = {"name": p.dataset_name, "adainf": adainf, "augmentation": (adainf or {}).get("augmentation"),
+                "source_stage": ctx.stage}
+        index = commit_index(out_dir, shards, [r["stats"] for r in results], seed=seed, shuffle=p.shuffle,
+                             metadata=meta)
+        io.remove(ctx.scratch())  # the encoded images: the shards hold them now
         ctx.count("shards", index["num_shards"])
         ctx.count("rows", index["num_samples"])
         ctx.count("bytes", sum(s["bytes"] for s in index["shards"]))
         ctx.count("synthetic", index["metadata"]["synthetic"])
-        pid_arr = np.asarray(pids, dtype=object)
-        out = {}
-        for pid in ctx.partitions:
-            mask = pa.array(pid_arr == pid)
-            out[pid] = placements.filter(mask)
-        return out
+        placements = placements_of(ids, perm, plan)
+        return {pid: placements.slice(int(offsets[k]), int(counts[k])) for k, pid in enumerate(pids)}
+
+
+def _encoded_path(ctx: StageContext, pid: str) -> str:
+    return io.join(ctx.scratch("encoded"), f"part-{io.check_name(pid, 'partition id')}.parquet")
+
+
+@dataclass
+class _ShardJob:
+    """One shard for one worker task: which rows (partition, row in its shard rows) go where in the shard."""
+
+    ctx: StageContext
+    params: Any  # Shard.Params
+    path: str
+    row_group_rows: int
+    real_replication: float
+    rows: int
+    takes: tuple  # ((pid, rows within the partition's shard rows, positions in the shard), ...)
+
+
+def write_range(job: _ShardJob) -> dict[str, Any]:
+    """Task: gather one shard's rows from the partitions that hold them, join their pairs and inlined
+    partner images, write the shard atomically; return its manifest (path-less) and :func:`shard_stats`.
+    Holds one shard's rows and one partition at a time."""
+    ctx, p = job.ctx, job.params
+    stage = Shard(p)
+    stored = p.image_format == "stored"
+    cols = [c for c in _COLS if c != "image" or not stored]
+    own, pos_in, enc = [], [], []
+    for pid, rows, where in job.takes:
+        idx = pa.array(rows, pa.int64())
+        t = stage._rows(ctx.read("samples", pid, columns=cols), cols)
+        if stored:
+            path = _encoded_path(ctx, pid)
+            if io.exists(path):
+                enc.append(io.read_parquet(path).column("image").take(idx))
+            else:  # the scratch file is gone (a resumed run): encode again
+                img = stage._rows(ctx.read("samples", pid, columns=["is_synthetic", "image"]), ["is_synthetic", "image"])
+                enc.append(encode_images(img.column("image").take(idx), "stored"))
+        own.append(t.take(idx))
+        pos_in.append(where)
+    order = np.argsort(np.concatenate(pos_in))
+    take = pa.array(order, pa.int64())
+    samples = pa.concat_tables(own, promote_options="permissive").take(take)
+    images = None
+    if stored:
+        images = pa.concat_arrays([e.combine_chunks() if isinstance(e, pa.ChunkedArray) else e for e in enc])
+        images = images.take(take)
+    ids = samples.column("sample_id").combine_chunks()
+    pairs = _pairs_of(ctx, ids) if ctx.has("pairs") else None
+    partners = lookup = None
+    if pairs is not None and pairs.num_rows:
+        pos = pairs.filter(pc.is_valid(pairs.column("positive_kind"))).column("positive_id")
+        want = set()
+        if p.inline_positives:
+            want.update(x for x in pos.to_pylist() if x is not None)
+        if p.inline_negatives > 0:
+            negs = pairs.filter(pc.is_valid(pairs.column("negative_ids"))).column("negative_ids")
+            want.update(x for x in pc.list_flatten(negs).to_pylist() if x is not None)
+        if want:
+            lookup = _kept_images(ctx, stage, pa.array(sorted(want), pa.string()))
+        partners = _partner_images(ctx, _kept_ids(ctx), pos)
+    table = build_shard_table(samples, pairs, job.real_replication, partners, p.inline_positives,
+                              p.inline_negatives, p.image_format, images=images, lookup=lookup)
+    res = write_shard(table, job.path, job.row_group_rows, p.compression, p.compression_level,
+                      p.image_compression_level)
+    return {"shard": res, "stats": shard_stats(table)}
+
+
+def _pairs_of(ctx: StageContext, ids: pa.Array) -> pa.Table:
+    """The pairs rows anchored at ``ids``, in the order of the whole (overlaid) pairs table."""
+    parts = []
+    for pid in ctx.partition_ids("pairs"):
+        t = ctx.read("pairs", pid)
+        if t is not None:
+            parts.append(t.filter(pc.is_in(t.column("anchor_id"), value_set=ids)))
+    return pa.concat_tables(parts, promote_options="permissive") if parts else None
+
+
+def _kept_ids(ctx: StageContext) -> pa.Array:
+    """Every shard row's sample_id (the map outputs: one small column per partition)."""
+    map_dir = io.join(ctx.stage, "_map")
+    parts = [io.read_parquet(io.part_path(ctx.run_dir, map_dir, pid), columns=["sample_id"]).column("sample_id")
+             for pid in ctx.partitions]
+    return pa.chunked_array([c for p in parts for c in p.chunks], pa.string()).combine_chunks()
+
+
+def _kept_images(ctx: StageContext, stage: "Shard", want: pa.Array) -> pa.Table | None:
+    """(sample_id, source image) of the shard rows (any partition) whose id is in ``want``."""
+    found = []
+    for pid in ctx.partitions:
+        t = stage._rows(ctx.read("samples", pid, columns=["sample_id", "image", "is_synthetic"]),
+                        ["sample_id", "image", "is_synthetic"])
+        t = t.filter(pc.is_in(t.column("sample_id"), value_set=want))
+        if t.num_rows:
+            found.append(t.select(["sample_id", "image"]))
+    return pa.concat_tables(found) if found else None
+
+
+def _partner_images(ctx: StageContext, kept: pa.Array, pos: pa.ChunkedArray) -> pa.Table | None:
+    """Images of positive partners missing from the shard rows (removed copies), from the ingested samples:
+    the first occurrence over the producers of ``samples``, oldest first, in partition order."""
+    want = pc.unique(pos.filter(pc.invert(pc.is_in(pos, value_set=kept))))
+    want = want.combine_chunks() if isinstance(want, pa.ChunkedArray) else want
+    if len(want) == 0:
+        return None
+    found = []
+    for up in ctx.producers("samples"):
+        sub = None if up.outputs[0] == "samples" else "samples"
+        for pid in io.list_partitions(ctx.run_dir, up.dirname, sub):
+            path = io.part_path(ctx.run_dir, up.dirname, pid, sub)
+            hit = pc.is_in(io.read_parquet(path, columns=["sample_id"]).column("sample_id"), value_set=want)
+            if pc.any(hit).as_py():
+                t = io.read_parquet(path, columns=["sample_id", "image"])
+                found.append(t.filter(hit))
+        if found and sum(f.num_rows for f in found) >= len(want):
+            break
+    if not found:
+        return None
+    t = pa.concat_tables(found)
+    _, first = np.unique(np.asarray(t.column("sample_id").to_pylist(), object), return_index=True)
+    return t.take(pa.array(np.sort(first)))

@@ -2,6 +2,7 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 
 from curate.config import PipelineConfig
@@ -163,3 +164,116 @@ def test_inlined_partners_need_no_random_access(tmp_path):
     a = items[sid[0]]
     assert a["negative_id"] in (sid[3], sid[4])
     assert np.array_equal(a["negative_image"][0].numpy(), decode_png(rows[a["negative_id"]]["image"]))
+
+
+def _shard_output(run, stage="01_shard"):
+    """(index without its timestamp, {file: bytes}, placements) of a shard stage's output."""
+    d = run / stage / "shards"
+    index = json.loads((d / "index.json").read_text())
+    index.pop("created")
+    files = {p.name: p.read_bytes() for p in sorted(d.glob("shard-*.parquet"))}
+    return index, files, read_run_table(run, stage)
+
+
+def _idx_shard_config(idx_dataset, partition_size, **shard):
+    img, lab, *_ = idx_dataset
+    cfg = idx_pipeline(img, lab, partition_size=partition_size)
+    cfg["stages"].append({"stage": "shard", **shard})
+    return PipelineConfig(**cfg)
+
+
+def test_stage_writes_the_in_memory_writers_bytes_whatever_the_partitioning(tmp_path, idx_dataset):
+    """Shard tasks write exactly what write_shards writes from the whole table (in source order) in one
+    process, and the partition size (here 70, 23 and 300 rows) changes nothing, placements included."""
+    outs = []
+    for size in (70, 23, 300):
+        run = tmp_path / f"p{size}"
+        run_pipeline(_idx_shard_config(idx_dataset, size, max_rows=64, row_group_max_rows=16), str(run),
+                     scheduler="sync", progress=False)
+        outs.append(_shard_output(run))
+    for index, files, placed in outs[1:]:
+        assert index == outs[0][0] and files == outs[0][1]
+        assert placed.sort_by("sample_id").equals(outs[0][2].sort_by("sample_id"))
+    samples = read_run_table(tmp_path / "p70", "00_ingest").sort_by(
+        [("source_uri", "ascending"), ("source_index", "ascending"), ("sample_id", "ascending")])  # source order
+    ref_index, ref_placed = write_shards(build_shard_table(samples, None), str(tmp_path / "ref"), seed=0,
+                                         max_rows=64, row_group_max_rows=16)
+    ref_index.pop("created")
+    index, files, placed = outs[0]
+    assert [s["sha256"] for s in index["shards"]] == [s["sha256"] for s in ref_index["shards"]]
+    assert {k: v for k, v in index["metadata"].items() if k not in ("name", "adainf", "augmentation",
+                                                                     "source_stage")} == ref_index["metadata"]
+    assert placed.sort_by("sample_id").equals(ref_placed.sort_by("sample_id"))
+    assert not (tmp_path / "p70" / "scratch" / "01_shard").exists()  # the encoded images are dropped
+
+
+def test_resume_after_scratch_is_gone_gives_the_same_shards(tmp_path, idx_dataset):
+    """A run killed after the map pass (scratch written) but before the index: the rerun re-encodes."""
+    run = tmp_path / "run"
+    cfg = _idx_shard_config(idx_dataset, 70, max_rows=100)
+    run_pipeline(cfg, str(run), scheduler="sync", progress=False)
+    want = _shard_output(run)
+    for f in (run / "01_shard").glob("part-*.json"):  # partitions not done; map manifests stay valid
+        f.unlink()
+    assert list((run / "01_shard" / "_map").glob("part-*.json"))
+    run_pipeline(cfg, str(run), scheduler="sync", progress=False)
+    got = _shard_output(run)
+    assert got[0] == want[0] and got[1] == want[1]
+
+
+def _mined_config(path, partition_hint, **shard):
+    return PipelineConfig(name="t", stages=[
+        {"stage": "test.planted", "path": path}, {"stage": "dedup.apply"},
+        {"stage": "mine.positives", "kinds": ["near_duplicate", "nn"]},
+        {"stage": "mine.negatives", "num_negatives": 3, "guard_label": False, "block_size": partition_hint},
+        {"stage": "shard", **shard}])
+
+
+def test_inlined_partners_and_pairs_across_shard_tasks(tmp_path):
+    """Pairs, partner images of removed copies and inlined kept partners come out the same when the rows
+    sit in 2 or 5 partitions (the shard tasks gather them from every partition)."""
+    import pyarrow as pa
+    import tests.stages.mine._fixture  # noqa: F401 - registers test.planted
+    from tests.stages.mine._fixture import decision, make_partitions
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    x[5::7] = x[4::7][:len(x[5::7])] + 0.01  # every 7th row a near copy of its predecessor ...
+    ids = make_partitions(x, str(tmp_path / "ids"))
+    dec = [decision(ids[i], ids[i - 1], 0.99) for i in range(5, 40, 7)]  # ... that dedup removed
+    outs = []
+    for nparts in (2, 5):
+        src = str(tmp_path / f"src{nparts}")
+        make_partitions(x, src, n_parts=nparts, decisions=dec)
+        run = tmp_path / f"run{nparts}"
+        run_pipeline(_mined_config(src, 64, max_rows=7, inline_positives=True, inline_negatives=2), str(run),
+                     scheduler="sync", progress=False)
+        outs.append(_shard_output(run, "04_shard"))
+    (i1, f1, p1), (i2, f2, p2) = outs
+    assert i1 == i2 and f1 == f2 and p1.sort_by("sample_id").equals(p2.sort_by("sample_id"))
+    assert i1["metadata"]["with_positives"] > 0 and i1["metadata"]["with_negatives"] > 0
+    rows = pa.concat_tables([pq.read_table(tmp_path / "run2/04_shard/shards" / s["path"])
+                             for s in i1["shards"]]).to_pylist()
+    by_id = {r["sample_id"]: r for r in rows}
+    removed = read_run_table(tmp_path / "run2", "01_dedup_apply", "removals").column("sample_id").to_pylist()
+    assert removed and not set(removed) & set(by_id)
+    inlined = removed_partners = 0
+    for r in rows:
+        for pid, img in zip(r["positive_ids"] or [], r["positive_images"] or []):
+            inlined += img is not None
+            removed_partners += pid in removed and img is not None  # from the ingested samples
+            if pid in by_id:  # a kept partner, maybe in another shard: its source PNG is inlined
+                assert img is not None
+        for nid, img in zip(r["negative_ids"] or [], r["negative_images"] or []):
+            assert img is not None and nid in by_id
+    assert inlined > removed_partners > 0
+
+
+@pytest.mark.slow
+def test_two_dask_workers_write_the_same_shards_as_sync(tmp_path, idx_dataset):
+    outs = []
+    for sched, workers in (("sync", None), ("local", 2)):
+        run = tmp_path / sched
+        run_pipeline(_idx_shard_config(idx_dataset, 37, max_rows=50), str(run), scheduler=sched, workers=workers,
+                     progress=False)
+        outs.append(_shard_output(run))
+    assert outs[0][0] == outs[1][0] and outs[0][1] == outs[1][1] and outs[0][2].equals(outs[1][2])

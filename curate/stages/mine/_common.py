@@ -11,6 +11,7 @@ through, so the latest ``pairs`` table always holds both.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -178,16 +179,20 @@ def negative_rows(t: pa.Table) -> pa.Table:
 
 
 def work_dir(ctx: StageContext, name: str = "knn") -> str:
-    """A local folder for the kNN index files the tasks share: RUN_DIR/_cache/<name> when the run dir is
-    local (both mining stages reuse one index there), else a temp folder (tasks must share a filesystem)."""
-    fs, p = io.fs_and_path(ctx.run_dir)
+    """The folder for the kNN index files the tasks share: ``ctx.scratch(name, shared=True)``, i.e.
+    RUN_DIR/scratch/_shared/<name> (both mining stages reuse one index there), seen by every worker that
+    sees the run directory. faiss and the block tasks read local files, so a run directory on object
+    storage still falls back to a local temp folder (single-machine clusters only)."""
+    d = ctx.scratch(name, shared=True)
+    fs, p = io.fs_and_path(d)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols or "local" in protocols:
-        d = os.path.join(p, "_cache", name)
-    else:
-        d = os.path.join(tempfile.gettempdir(), "curate", os.path.basename(p.rstrip("/")), name)
-    os.makedirs(d, exist_ok=True)
-    return d
+    if not ("file" in protocols or "local" in protocols):
+        logging.getLogger("curate").warning("mining: the kNN index of a run dir on %s is kept in a local temp folder; "
+                                            "workers on other machines cannot see it", protocols[0])
+        p = os.path.join(tempfile.gettempdir(), "curate", os.path.basename(io.fs_and_path(ctx.run_dir)[1].rstrip("/")),
+                         name)
+    os.makedirs(p, exist_ok=True)
+    return p
 
 
 def row_index(ids: np.ndarray) -> dict:
