@@ -273,6 +273,17 @@ def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     return mine_rows(x, index, _aux(aux_path), np.arange(a, b, dtype=np.int64), p)
 
 
+def block_params(p: NegativesParams, seed: int, spec: faiss_knn.KnnSpec) -> dict:
+    """The settings :func:`mine_rows` reads, as the plain dict sent to the block tasks."""
+    return dict(range_max=p.range_max, range_min=p.range_min, range_extend=p.range_extend,
+                num_negatives=p.num_negatives,
+                sampling=p.sampling, semi_hard_pool=p.semi_hard_pool, guard_near_duplicate=p.guard_near_duplicate,
+                guard_group=p.guard_group, guard_label=p.guard_label, guard_margin=p.guard_margin,
+                max_neg_ratio=p.max_neg_ratio, guard_manifold=p.guard_manifold, hcl_beta=p.hcl_beta,
+                manifold_alpha=p.manifold_alpha, manifold_graph_k=p.manifold_graph_k,
+                seed=seed, knn=spec)
+
+
 def manifold_arrays(mc: "manifold.ManifoldClusters") -> dict[str, np.ndarray]:
     """The fitted manifold guard as aux arrays for the block tasks (members grouped by cluster)."""
     k = len(mc.centroids)
@@ -368,13 +379,7 @@ class MineNegatives(GlobalStage):
             os.replace(aux_path + ".tmp.npz", aux_path)
         if not kept.has_labels and p.guard_label:
             ctx.count("label_guard_inactive_no_labels")
-        prm = dict(range_max=p.range_max, range_min=p.range_min, range_extend=p.range_extend,
-                   num_negatives=p.num_negatives,
-                   sampling=p.sampling, semi_hard_pool=p.semi_hard_pool, guard_near_duplicate=p.guard_near_duplicate,
-                   guard_group=p.guard_group, guard_label=p.guard_label, guard_margin=p.guard_margin,
-                   max_neg_ratio=p.max_neg_ratio, guard_manifold=p.guard_manifold, hcl_beta=p.hcl_beta,
-                   manifold_alpha=p.manifold_alpha, manifold_graph_k=p.manifold_graph_k,
-                   seed=seed, knn=spec)
+        prm = block_params(p, seed, spec)
         items = [(vec_path, index_path, aux_path, a, min(a + p.block_size, n), prm) for a in range(0, n, p.block_size)]
         results = ctx.map(mine_block, items)
         ids = np.concatenate([r[0] for r in results])
