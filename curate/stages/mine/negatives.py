@@ -17,7 +17,12 @@ rest are ranked 0, 1, ... by similarity. Candidates in the rank window
   0.95``). The positive score is the anchor's best upstream positive
   (mine.positives) of a ``margin_positive_kinds`` kind (cosine-scored: nn,
   adjacent_slice, same_label), else ``positive_score_default`` (1.0: the
-  anchor's own augmented view).
+  anchor's own augmented view). With ``margin_calibrate`` (default) scores are
+  measured from the median cosine ``b`` of 20,000 seeded random pairs (clipped at
+  0): reject s - b > max_neg_ratio x (positive - b). On centred embeddings (pixels
+  PCA) b ~ 0 and nothing changes; on encoders whose cosines all crowd near 1
+  (ReLU-pooled ``ssl`` features: b ~ 0.9) the plain margin rejected almost every
+  candidate and left a quarter of the anchors short.
 * ``manifold`` - label-free, on by default: same fine k-means cluster
   neighbourhood on the data manifold as the anchor (Mining on Manifolds,
   Iscen et al. 2018; see :mod:`manifold`). Measured with labels hidden
@@ -86,6 +91,8 @@ class NegativesParams(C.KnnParams):
                                                                  "manifold, whose members are rejected")
     max_neg_ratio: float = Field(0.95, gt=0, le=1.0, description="TopK-PercPos: negatives must score <= this "
                                                                  "share of the positive's score (NV-Retriever: 0.95)")
+    margin_calibrate: bool = Field(True, description="measure the margin from the median cosine of random pairs "
+                                                     "(clipped at 0) instead of from 0")
     positive_score_default: float = Field(1.0, description="positive score when the anchor has no mined positive")
     margin_positive_kinds: list[str] = Field(
         default_factory=lambda: ["nn", "adjacent_slice", "same_label"],
@@ -148,7 +155,8 @@ def _survivors(S: np.ndarray, I: np.ndarray, anchors: np.ndarray, aux: dict, p: 
         keys = anchors * n + J
         checks.append(("positive", np.isin(keys.ravel(), aux["pos_keys"]).reshape(keys.shape)))
     if p["guard_margin"]:
-        checks.append(("margin", S > p["max_neg_ratio"] * aux["pos_score"][anchors]))
+        b = aux["margin_base"] if "margin_base" in aux else np.zeros(1, np.float32)
+        checks.append(("margin", S - b[0] > p["max_neg_ratio"] * (aux["pos_score"][anchors] - b[0])))
     if p["guard_manifold"] and "cluster" in aux:
         cl = aux["cluster"]
         checks.append(("manifold", aux["excluded"][cl[anchors], cl[J]]))
@@ -283,6 +291,17 @@ def mine_block(item: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     return mine_rows(x, index, _aux(aux_path), np.arange(a, b, dtype=np.int64), p)
 
 
+def random_pair_median(x: np.ndarray, ids: np.ndarray, seed: int, pairs: int = 20000) -> float:
+    """Median cosine of seeded random pairs (rows in sample_id order: independent of partitioning), >= 0."""
+    if len(x) < 2:
+        return 0.0
+    order = np.argsort(ids.astype(str), kind="stable")
+    rng = np.random.default_rng(seed)
+    a, b = order[rng.integers(0, len(x), pairs)], order[rng.integers(0, len(x), pairs)]
+    keep = a != b
+    return max(0.0, float(np.median(np.einsum("ij,ij->i", x[a[keep]], x[b[keep]]))))
+
+
 def block_params(p: NegativesParams, seed: int, spec: faiss_knn.KnnSpec) -> dict:
     """The settings :func:`mine_rows` reads, as the plain dict sent to the block tasks."""
     return dict(range_max=p.range_max, range_min=p.range_min, range_extend=p.range_extend,
@@ -313,7 +332,7 @@ def list_column(idx: np.ndarray, values: np.ndarray, mask: np.ndarray, value_typ
 
 class MineNegatives(GlobalStage):
     key: ClassVar[str] = "mine.negatives"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     Params = NegativesParams
     inputs: ClassVar[tuple[str, ...]] = ("samples", "embeddings", "decisions", "removals", "pairs")
     requires: ClassVar[tuple[str, ...]] = ("samples", "embeddings")
@@ -379,6 +398,9 @@ class MineNegatives(GlobalStage):
             ctx.count("manifold_clusters", len(mc.centroids))
         elif p.guard_manifold:
             ctx.count("manifold_guard_inactive_too_few_samples")
+        if p.guard_margin and p.margin_calibrate:
+            aux["margin_base"] = np.array([random_pair_median(kept.x, kept.ids, seed)], np.float32)
+            ctx.counters["margin_base"] = round(float(aux["margin_base"][0]), 4)
         h = hashlib.blake2b(digest_size=12)
         for k_ in sorted(aux):
             h.update(k_.encode())
