@@ -255,7 +255,7 @@ def main() -> None:
     print(f"reference space: raw pixels pooled to 14x14; p90 of random-pair cosine {score.rand[180_000]:.4f}")
     counters = st["05_mine_negatives"]["counters"]
     print("mine.negatives counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())
-                                                   if k.startswith(("anchors", "rejected", "manifold", "negatives"))))
+                                                   if k.startswith(("anchors", "rejected", "manifold", "negatives", "margin"))))
 
     neg = mined_negatives(pa.concat_tables([io.read_parquet(io.part_path(run_dir, "05_mine_negatives", pid))
                                             for pid in io.list_partitions(run_dir, "05_mine_negatives")]))
