@@ -301,8 +301,7 @@ def main() -> None:
         same = np.array([true[u] == true[v] for u, v in zip(t.column("anchor_id").to_pylist(),
                                                                              t.column("positive_id").to_pylist())])
         print(f"  {kind:<16} {len(same):7d} pairs  precision {same.mean():6.1%}")
-    if args.run_dir is None:
-        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # the IDX copy (and the run, unless --run-dir put it elsewhere)
 
 
 def mine_rows_default(x, index, aux, rows, prm):
