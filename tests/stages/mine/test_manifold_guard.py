@@ -83,3 +83,35 @@ def test_labels_give_tradeoff_counters_and_a_card_plot(tmp_path):
     assert c["tradeoff_chosen_served"] == 1.0 and c["rejected_manifold"] > 0
     md = open(build_card(str(tmp_path / "run"), str(tmp_path / "cards"), name="c")).read()
     assert "| **chosen** | 0.0% |" in md and (tmp_path / "cards" / "c" / "mining_tradeoff.png").is_file()
+
+
+def test_calibrated_margin_serves_anchors_when_cosines_crowd_near_one(tmp_path):
+    """ReLU-pooled features (the ssl encoder) share a large common direction: every cosine is near 1, so the
+    plain TopK-PercPos margin (0.95 x a ~0.99 positive) rejects nearly every candidate. Measured from the
+    median random-pair cosine it keeps its meaning; the manifold guard still rejects the same-class ones."""
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(CLASSES, 32))
+    x = np.repeat(centers, PER, axis=0) + 0.35 * rng.normal(size=(CLASSES * PER, 32))
+    x = x / np.linalg.norm(x, axis=1, keepdims=True) + 2.0  # common offset: random-pair cosine ~0.99
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    path = str(tmp_path / "crowded")
+    ids = make_partitions(x, path, n_parts=2)
+    true = dict(zip(ids, np.repeat(np.arange(CLASSES), PER).tolist()))
+    cfg = PipelineConfig(name="t", stages=[{"stage": "test.planted", "path": path},
+                                           {"stage": "mine.positives", "kinds": ["nn"]},
+                                           {"stage": "mine.negatives", "num_negatives": 4}])
+
+    def served(run, **params):
+        cfg.stages[2].update(params)
+        summary = run_pipeline(cfg, run_dir=str(tmp_path / run), scheduler="sync", progress=False)
+        pairs = read_run_table(tmp_path / run, "02_mine_negatives")
+        pairs = pairs.filter(pc.is_valid(pairs.column("negative_ids")))
+        c = summary["stages"]["02_mine_negatives"]["counters"]
+        return np.mean([len(v) == 4 for v in pairs.column("negative_ids").to_pylist()]), pairs, c
+
+    plain, _, _ = served("plain", margin_calibrate=False)
+    assert plain < 0.5
+    ok, pairs, c = served("calibrated", margin_calibrate=True)
+    assert c["margin_base"] > 0.95
+    assert ok >= 0.99
+    assert fn_share(pairs, true) <= 0.05
