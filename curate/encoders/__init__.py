@@ -10,6 +10,9 @@ spec                   encoder
 ``random_cnn``         seeded random-init CNN - only when asked for by name
 ``timm:<arch>``        timm model + local checkpoint (extra: ``timm``)
 ``open_clip:<arch>``   open_clip image tower + local checkpoint (extra: ``open_clip_torch``)
+``hf:<dir>``           a ``transformers`` vision model (ViT, DINOv2, ...) saved
+                       with ``save_pretrained`` in a local directory (extra:
+                       ``transformers``; ``local_files_only``, safetensors only)
 ``onnx:<path>``        an ONNX image model via onnxruntime (extra: ``onnxruntime``)
 =====================  =====================================================
 
@@ -39,12 +42,13 @@ _ENCODERS: dict[str, Union[Factory, str]] = {
     "random_cnn": "curate.encoders.random_cnn:build",
     "timm": "curate.encoders.external:build_timm",
     "open_clip": "curate.encoders.external:build_open_clip",
+    "hf": "curate.encoders.external:build_hf",
     "onnx": "curate.encoders.external:build_onnx",
     "ssl": "curate.encoders.ssl:build",  # trained by `curate train-encoder` (curate.train)
 }
 
 # encoders whose spec needs an argument after the colon
-_NEEDS_ARG = {"timm", "open_clip", "onnx"}
+_NEEDS_ARG = {"timm", "open_clip", "hf", "onnx"}
 
 
 def register_encoder(name: str, factory: Union[Factory, str], needs_arg: bool = False) -> None:
