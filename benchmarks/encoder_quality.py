@@ -50,7 +50,7 @@ ENCODERS = [
     ("pixels whiten", dict(encoder="pixels", dim=64, whiten=True), None),
     ("random_cnn", dict(encoder="random_cnn", image_size=32, channels=1), None),
     ("gradpix grad only", dict(encoder="gradpix"), (1.0, 1.0, 0.0, 0.0)),
-    ("gradpix no px@S", dict(encoder="gradpix"), (1.0, 1.0, 0.0, 0.7)),
+    ("gradpix + px@S", dict(encoder="gradpix"), (1.0, 1.0, 0.7, 0.7)),
     ("gradpix pca64", dict(encoder="gradpix", dim=64), None),
     ("auto = gradpix (default)", dict(), None),
 ]

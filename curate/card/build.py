@@ -185,10 +185,10 @@ def _embedding_lines(view: RunView) -> list[str]:
     """One line per embed stage: the encoder id, what ``encoder: auto`` resolved to, width, normalisation."""
     lines = []
     for d, _ in view.stages_of("embed"):
-        pids = io.list_partitions(view.run_dir, d, "embeddings")
+        pids = io.list_partitions(view.run_dir, d)  # the stage's primary output: RUN_DIR/<stage>/part-*.parquet
         if not pids:
             continue
-        schema = io.read_parquet(io.part_path(view.run_dir, d, pids[0], "embeddings"), columns=["embedding"]).schema
+        schema = io.read_parquet(io.part_path(view.run_dir, d, pids[0]), columns=["embedding"]).schema
         meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
         dim = schema.field("embedding").type.list_size
         spec = meta.get("encoder_spec")

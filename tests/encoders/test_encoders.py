@@ -172,7 +172,8 @@ def test_gradpix_features_see_edges_pixels_miss():
     ramp = torch.linspace(0, 1, 32).repeat(32, 1)[None, None]
     x = torch.cat([ramp, ramp.flip(-1), ramp.transpose(-1, -2)])
     out = f(x)
-    assert out.shape == (3, sum(f.widths())) == (3, 8 * 64 + 8 * 16 + 1024 + 256)
+    assert out.shape == (3, sum(f.widths())) == (3, 8 * 64 + 8 * 16 + 256)  # full-size pixels off by default
+    assert GradPixFeatures(1, 32, (1.0, 1.0, 0.7, 0.7))(x).shape == (3, 8 * 64 + 8 * 16 + 1024 + 256)
     g = out[:, : 8 * 64].reshape(3, 8, 8, 8)  # fine cells: (bins, 8, 8)
     # a left-to-right ramp votes in the 0-rad bin, its mirror in the pi bin, the vertical ramp at pi/2
     assert g[0, 0, 3, 3] > 0 and g[0, 4, 3, 3] == 0
