@@ -129,8 +129,22 @@ def main() -> None:
     ap.add_argument("--fmnist", type=int, default=10000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma-separated substrings of encoder labels")
+    ap.add_argument("--full", action="store_true", help="only time pixels and auto on all 70k Fashion-MNIST images "
+                                                        "(fit on 10k + embed 70k, wall seconds)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.full:
+        arrays = []
+        for part in ("train", "t10k"):
+            with gzip.open(os.path.join(FMNIST, f"{part}-images-idx3-ubyte.gz")) as f:
+                arrays += list(np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28))
+        images = samples_from_arrays(arrays).column("image").to_pylist()
+        for label, kwargs in (("pixels", dict(encoder="pixels", dim=64)), ("auto", dict())):
+            t0 = time.perf_counter()
+            emb, enc_id, t_fit, rate = embed_all(kwargs, None, images, fit_samples=10000)
+            print(f"{label:8s} {enc_id:36s} {len(images)} images: fit {t_fit:.1f} s + embed {len(images) / rate:.1f} s "
+                  f"= {time.perf_counter() - t0:.1f} s wall ({rate:.0f} img/s)", flush=True)
+        return
     datasets = []
     if args.fmnist > 0 and os.path.exists(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")):
         datasets.append(("fmnist", *fmnist(args.fmnist)))
