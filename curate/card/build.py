@@ -181,6 +181,24 @@ def _embeddings(view: RunView) -> tuple[list[str], np.ndarray] | None:
     return ids, emb
 
 
+def _embedding_lines(view: RunView) -> list[str]:
+    """One line per embed stage: the encoder id, what ``encoder: auto`` resolved to, width, normalisation."""
+    lines = []
+    for d, _ in view.stages_of("embed"):
+        pids = io.list_partitions(view.run_dir, d)  # the stage's primary output: RUN_DIR/<stage>/part-*.parquet
+        if not pids:
+            continue
+        schema = io.read_parquet(io.part_path(view.run_dir, d, pids[0]), columns=["embedding"]).schema
+        meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+        dim = schema.field("embedding").type.list_size
+        spec = meta.get("encoder_spec")
+        how = (f" (`encoder: auto` resolved to {code(meta['auto_resolved'])})" if "auto_resolved" in meta
+               else (f" (`encoder: {esc(spec)}`)" if spec else ""))
+        lines.append(f"- {esc(d)}: encoder {code(meta.get('encoder', '?'))}{how}, {dim}-d, L2-normalised, "
+                     f"{esc(meta.get('device', '?'))} / {esc(meta.get('precision', '?'))}")
+    return lines
+
+
 def _plot_similarity(cos: np.ndarray, path: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -441,7 +459,7 @@ def build_card(run_dir: str, out_dir: str = "data_cards", name: str | None = Non
         md += ["Each row: the kept representative, then copies removed in its favour with their similarity.", "",
                f"![duplicate groups]({rel(figures['duplicates'])})", ""]
     if "similarity" in figures:
-        md += ["## Similarity structure", "",
+        md += ["## Similarity structure", ""] + _embedding_lines(view) + ["",
                "Left: cosine similarity of every sample to its nearest neighbour in embedding space. Right: the share of "
                "samples with no neighbour above cosine 1 - eps: they are kept at that eps whatever the order, so this is a lower bound on the share semantic dedup keeps (`curate inspect --dedup` plots the exact curve).", "",
                f"![similarity]({rel(figures['similarity'])})", "", f"![embedding map]({rel(figures['map'])})", ""]

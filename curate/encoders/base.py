@@ -48,6 +48,7 @@ class Encoder:
     std: tuple[float, ...] = IMAGENET_STD
     needs_fit: bool = False
     weights_digest: str | None = None
+    resolved_from: str | None = None  # "auto" when ``encoder: auto`` chose this encoder
 
     def __init__(self) -> None:
         self.module: torch.nn.Module | None = None

@@ -8,7 +8,14 @@ CPU in float32 with channels_last memory format. The encoder id (name + digest
 of its weights or fitted state) and the preprocessing go in the schema
 metadata of the ``embeddings`` table.
 
-The weight-free ``pixels`` encoder needs a PCA fitted on data first. The fit
+``encoder: auto`` (the default) is the checkpoint named in ``weights:`` when
+there is one (its architecture read from the file), else the weight-free
+``gradpix`` encoder (multi-scale pixels + signed gradient histograms + PCA),
+which beats ``pixels`` on kNN label agreement on Fashion-MNIST and MNI152
+slices (``benchmarks/encoder_quality.py``). The embeddings table's metadata
+records the requested spec and what ``auto`` resolved to.
+
+The weight-free ``pixels`` and ``gradpix`` encoders need a PCA fitted on data first. The fit
 sample is the ``fit_samples`` sample ids with the smallest
 ``blake2b(fit_seed | sample_id)`` over *all* partitions, so every worker fits
 the same PCA no matter how many workers there are or which partition it runs
@@ -37,19 +44,23 @@ from curate.errors import ConfigError, SampleError
 from curate.stage import Stage, StageContext
 
 FIT_DIR = "_fit"
+FITTED = ("pixels", "gradpix")  # encoders whose PCA is fitted on the run's own images
 
 
 class EmbedParams(StageParams):
-    encoder: str = Field("pixels", description="encoder spec: pixels | resnet18 | resnet50 | random_cnn | "
-                                               "timm:<arch> | open_clip:<arch> | onnx:<path>")
-    weights: str | None = Field(None, description="local checkpoint for resnet*/timm/open_clip (.pt/.pth/.safetensors)")
+    encoder: str = Field("auto", description="encoder spec: auto (weights: if given, else gradpix) | gradpix | "
+                                             "pixels | resnet18 | resnet50 | ssl | random_cnn | timm:<arch> | "
+                                             "open_clip:<arch> | hf:<dir> | onnx:<path>")
+    weights: str | None = Field(None, description="local checkpoint for auto/resnet*/ssl/timm/open_clip "
+                                                  "(.pt/.pth/.safetensors; a transformers folder or .onnx for auto)")
     image_size: int | None = Field(None, ge=8, le=4096, description="input size; default: the encoder's own")
-    channels: Literal[1, 3] | None = Field(None, description="pixels/random_cnn input channels; default: 3 if any "
-                                                            "image is RGB else 1 (pixels), 3 (random_cnn)")
-    dim: int = Field(64, ge=2, le=4096, description="pixels: number of PCA components")
-    whiten: bool = Field(False, description="pixels: PCA whitening")
-    fit_samples: int = Field(10000, ge=2, description="pixels: images in the PCA fit sample")
-    fit_seed: int = Field(0, description="pixels: seed of the fit sample; random_cnn: init seed")
+    channels: Literal[1, 3] | None = Field(None, description="pixels/gradpix/random_cnn input channels; default: 3 "
+                                                            "if any image is RGB else 1 (pixels, gradpix), 3 (random_cnn)")
+    dim: int | None = Field(None, ge=2, le=4096, description="pixels/gradpix: number of PCA components (default "
+                                                             "64 for pixels, 128 for gradpix)")
+    whiten: bool = Field(False, description="pixels/gradpix: PCA whitening")
+    fit_samples: int = Field(10000, ge=2, description="pixels/gradpix: images in the PCA fit sample")
+    fit_seed: int = Field(0, description="pixels/gradpix: seed of the fit sample; random_cnn: init seed")
     batch_size: int = Field(256, ge=1, le=65536)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
@@ -66,6 +77,8 @@ class EmbedParams(StageParams):
     @model_validator(mode="after")
     def _weights_present(self) -> "EmbedParams":
         name, arg = encoders.parse(self.encoder)
+        if name == "auto" and self.weights and not os.path.exists(os.path.expanduser(self.weights)):
+            raise ValueError(f"weights '{self.weights}' not found (encoder auto: a local file or directory)")
         if name in ("resnet18", "resnet50", "timm", "open_clip") or (name == "ssl" and not arg):
             if not self.weights:
                 raise ValueError(f"encoder '{self.encoder}' needs `weights: /path/to/checkpoint` (nothing is "
@@ -127,7 +140,11 @@ class Embed(Stage):
             self.encoder = self._place(encoders.build(p.encoder, p.options()))
 
     def _needs_data(self) -> bool:
-        return encoders.parse(self.params.encoder)[0] == "pixels"
+        p: EmbedParams = self.params
+        name = encoders.parse(p.encoder)[0]
+        if name == "auto":
+            name = encoders.parse(encoders.resolve_auto(p.weights))[0]
+        return name in FITTED
 
     def _place(self, enc: Encoder) -> Encoder:
         enc.to(self.device)
@@ -162,7 +179,7 @@ class Embed(Stage):
         ids, where, auto_c = self._fit_sample(ctx)
         enc = encoders.build(p.encoder, p.options(channels=p.channels or auto_c))
         key = hashlib.sha256(json.dumps([enc.name, p.fit_seed, ids]).encode()).hexdigest()[:16]
-        cache = io.join(ctx.run_dir, ctx.stage, FIT_DIR, f"pixels-{key}.npz")
+        cache = io.join(ctx.run_dir, ctx.stage, FIT_DIR, f"{enc.name.split('-')[0]}-{key}.npz")
         if io.exists(cache):
             fs, path = io.fs_and_path(cache)
             with fs.open(path, "rb") as f:
@@ -190,9 +207,15 @@ class Embed(Stage):
     def output_schemas(self) -> dict[str, pa.Schema]:
         enc = self.encoder
         if enc is None:  # before the fit: width is known, id is not
-            return {"embeddings": schemas.embeddings_schema(self.params.dim)}
-        meta = {"encoder": enc.id, "preprocessing": json.dumps(enc.preprocessing(), sort_keys=True),
+            p: EmbedParams = self.params
+            return {"embeddings": schemas.embeddings_schema(p.dim or encoders.build(
+                encoders.resolve_auto(None) if encoders.parse(p.encoder)[0] == "auto" else p.encoder,
+                p.options(channels=1)).dim)}
+        meta = {"encoder": enc.id, "encoder_spec": self.params.encoder,
+                "preprocessing": json.dumps(enc.preprocessing(), sort_keys=True),
                 "device": self.device.type, "precision": self.precision}
+        if enc.resolved_from == "auto":
+            meta["auto_resolved"] = enc.name
         return {"embeddings": schemas.embeddings_schema(enc.dim, meta)}
 
     def embed_arrays(self, x: np.ndarray) -> np.ndarray:

@@ -162,3 +162,54 @@ def test_onnx_encoder_runs_a_local_model(tmp_path):
     assert (enc.dim, enc.channels, enc.image_size) == (16, 1, 8) and enc.id.startswith("onnx:lin.onnx@")
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(enc.forward(x), torch.from_numpy(x.numpy().reshape(3, 64) @ W), rtol=1e-4, atol=1e-4)
+
+
+def test_gradpix_features_see_edges_pixels_miss():
+    """Same mean intensity, opposite edge polarity: gradpix tells them apart, raw pixels barely do."""
+    from curate.encoders.gradpix import GradPixFeatures
+
+    f = GradPixFeatures(1, 32)
+    ramp = torch.linspace(0, 1, 32).repeat(32, 1)[None, None]
+    x = torch.cat([ramp, ramp.flip(-1), ramp.transpose(-1, -2)])
+    out = f(x)
+    assert out.shape == (3, sum(f.widths())) == (3, 8 * 64 + 8 * 16 + 256)  # full-size pixels off by default
+    assert GradPixFeatures(1, 32, (1.0, 1.0, 0.7, 0.7))(x).shape == (3, 8 * 64 + 8 * 16 + 1024 + 256)
+    g = out[:, : 8 * 64].reshape(3, 8, 8, 8)  # fine cells: (bins, 8, 8)
+    # a left-to-right ramp votes in the 0-rad bin, its mirror in the pi bin, the vertical ramp at pi/2
+    assert g[0, 0, 3, 3] > 0 and g[0, 4, 3, 3] == 0
+    assert g[1, 4, 3, 3] > 0 and g[1, 0, 3, 3] == 0
+    assert g[2, 2, 3, 3] > 0 and g[2, 0, 3, 3] == 0
+
+
+def test_gradpix_fit_is_deterministic_and_pads_components():
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 32, 32), dtype=np.float32)
+    a, b = encoders.build("gradpix"), encoders.build("gradpix")
+    a.fit(x)
+    b.fit(x.copy())
+    assert a.id == b.id and a.components == 39 and a.dim == 128
+    with torch.no_grad():
+        ya, yb = a.forward(torch.from_numpy(x)), b.forward(torch.from_numpy(x))
+    assert torch.equal(ya, yb) and torch.all(ya[:, 39:] == 0)
+    c = encoders.build("gradpix", EncoderOptions(dim=16, image_size=16, channels=3))
+    c.fit(rng.random((30, 3, 16, 16), dtype=np.float32))
+    assert c.forward(torch.rand(2, 3, 16, 16)).shape == (2, 16) and c.name == "gradpix-16px-c-pca16"
+    with pytest.raises(ValueError, match="multiple of 8"):
+        encoders.build("gradpix", EncoderOptions(image_size=28))
+
+
+def test_auto_resolution(tmp_path, resnet18_ckpt):
+    _, pt, st = resnet18_ckpt
+    assert encoders.resolve_auto(None) == "gradpix"
+    assert encoders.resolve_auto(pt) == encoders.resolve_auto(st) == "resnet18"
+    torch.save(resnet("resnet50").state_dict(), tmp_path / "r50.pt")
+    assert encoders.resolve_auto(str(tmp_path / "r50.pt")) == "resnet50"
+    assert encoders.resolve_auto(str(tmp_path)) == f"hf:{tmp_path}"
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    assert encoders.resolve_auto(str(tmp_path / "m.onnx")) == f"onnx:{tmp_path / 'm.onnx'}"
+    torch.save({"head.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="cannot tell the architecture"):
+        encoders.resolve_auto(str(tmp_path / "other.pt"))
+    enc = encoders.build("auto", EncoderOptions(weights=st, image_size=32))
+    assert enc.id.startswith("resnet18@") and enc.resolved_from == "auto"
+    assert encoders.build("auto").name == "gradpix-32px-g-pca128"

@@ -52,6 +52,8 @@ def test_ssl_encoder_end_to_end(tmp_path):
     # the embed stage's features are the trained trunk's features on [0, 1] pixels
     enc = build("ssl", EncoderOptions(weights=ck))
     assert (enc.dim, enc.image_size, enc.channels) == (256, 12, 1)
+    auto = build("auto", EncoderOptions(weights=ck))  # encoder: auto reads the checkpoint's format
+    assert auto.id == enc.id and auto.resolved_from == "auto"
     from curate.train import load_encoder
     trunk, _ = load_encoder(ck)
     x = torch.rand(3, 1, 12, 12)

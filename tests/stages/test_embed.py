@@ -37,8 +37,8 @@ def _run(tmp_path, name, images, partition_size, **embed):
 
 def test_pixels_embeddings_normalised_and_partition_independent(tmp_path):
     images, dup_of = near_duplicate_images(30, 10)
-    a = _run(tmp_path, "a", images, 7, dim=16, fit_samples=25)
-    b = _run(tmp_path, "b", images, 40, dim=16, fit_samples=25, batch_size=5)
+    a = _run(tmp_path, "a", images, 7, encoder="pixels", dim=16, fit_samples=25)
+    b = _run(tmp_path, "b", images, 40, encoder="pixels", dim=16, fit_samples=25, batch_size=5)
     assert a.num_rows == b.num_rows == 40
     meta = a.schema.metadata
     assert meta[b"encoder"].decode().startswith("pixels-32px-g-pca16@")
@@ -107,13 +107,13 @@ def test_undecodable_image_is_quarantined_with_sample_id():
 
 def test_pixels_fit_is_cached_and_reused(tmp_path):
     images, _ = near_duplicate_images(12, 0)
-    a = _run(tmp_path, "c", images, 5, dim=8)
+    a = _run(tmp_path, "c", images, 5, encoder="pixels", dim=8)
     fit_dir = tmp_path / "c" / "01_embed" / "_fit"
     assert len(list(fit_dir.glob("pixels-*.npz"))) == 1
     # a fresh stage instance (another worker) loads the cached PCA: same id and preprocessing metadata
     from curate.stage import Upstream
 
-    stage = Embed(EmbedParams(dim=8))
+    stage = Embed(EmbedParams(encoder="pixels", dim=8))
     stage.setup()
     ctx = StageContext(run_dir=str(tmp_path / "c"), stage="01_embed", stage_key="embed", partition_id=None, seed=0,
                        on_error="raise", upstream=(Upstream("00_test_arrays", ("samples",)),))
@@ -121,3 +121,38 @@ def test_pixels_fit_is_cached_and_reused(tmp_path):
     stage.encoder = enc
     assert not ctx.counters  # loaded, not refitted
     assert stage.output_schemas()["embeddings"].metadata == a.schema.metadata
+
+
+def test_auto_is_the_default_and_resolves_to_gradpix_without_weights(tmp_path):
+    images, dup_of = near_duplicate_images(30, 10)
+    a = _run(tmp_path, "auto", images, 7, fit_samples=25)
+    b = _run(tmp_path, "auto2", images, 40, fit_samples=25, batch_size=3)
+    meta = a.schema.metadata
+    assert meta[b"encoder_spec"] == b"auto" and meta[b"auto_resolved"].decode() == "gradpix-32px-g-pca128"
+    assert meta[b"encoder"].decode().startswith("gradpix-32px-g-pca128@")
+    pre = json.loads(meta[b"preprocessing"])
+    assert pre["features"] == "gradpix" and pre["components"] == 24 and pre["fit_samples"] == 25
+    assert a.schema.field("embedding").type.list_size == 128
+    ea, eb = _emb(a), _emb(b)
+    ids = a.column("sample_id").to_pylist()
+    for k in ea:  # deterministic whatever the partitioning and batch size
+        np.testing.assert_allclose(ea[k], eb[k], atol=1e-5)
+    X = np.stack([ea[i] for i in ids])
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+    sims = X @ X.T - 2 * np.eye(len(X))
+    for copy, orig in dup_of.items():
+        assert sims[copy].argmax() == orig
+    assert len(list((tmp_path / "auto" / "01_embed" / "_fit").glob("gradpix-*.npz"))) == 1
+
+
+def test_auto_uses_the_named_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "r18.pt"
+    torch.save(resnet("resnet18").state_dict(), ckpt)
+    images, _ = near_duplicate_images(6, 0)
+    t = _run(tmp_path, "ck", images, 6, weights=str(ckpt), image_size=32)
+    meta = t.schema.metadata
+    assert meta[b"encoder"].decode().startswith("resnet18@") and meta[b"auto_resolved"] == b"resnet18"
+    assert t.schema.field("embedding").type.list_size == 512
+    with pytest.raises(Exception, match="not found"):
+        EmbedParams(weights=str(tmp_path / "missing.pt"))
