@@ -88,9 +88,10 @@ def main() -> None:
     print(f"# verify_pairs: {npos} copy pairs, {len(p) - npos} hard distinct pairs, {len(ds.images)} images")
     d = geometry.DEFAULT
     for name, spec in (("default VerifySpec", d),
-                       ("max_shift 0.08", dataclasses.replace(d, max_shift=0.08)),
-                       ("min_corr 0.97, max_shift 0.08", dataclasses.replace(d, min_corr=0.97, max_shift=0.08)),
-                       ("min_corr 0.99, max_shift 0.08", dataclasses.replace(d, min_corr=0.99, max_shift=0.08))):
+                       ("rel_rms 0.08", dataclasses.replace(d, rel_rms=0.08)),
+                       ("rel_rms 0.16", dataclasses.replace(d, rel_rms=0.16)),
+                       ("max_rms 0.5", dataclasses.replace(d, max_rms=0.5)),
+                       ("max_rms 1.5", dataclasses.replace(d, max_rms=1.5))):
         report(name, ds, p, npos, spec)
 
 
