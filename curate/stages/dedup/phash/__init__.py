@@ -12,6 +12,12 @@ Fashion-MNIST, distinct garments with the same silhouette are within 10 bits
 of pHash, and this check takes precision from 0.46 to 0.99 at equal recall
 (benchmarks/results/dedup_hash.md).
 
+Geometric verification (``verify_geometry``, on in global scope): every pair that passed the hash
+and thumbnail tests must also align under a mild warp with a noise-level residual
+(:mod:`curate.ops.geometry`); the images are read and checked in tasks
+(:mod:`curate.stages.dedup._images`). Adjacent CT / MR slices and near-blank tiles pass pHash at
+distance <= 6 and the 16x16 thumbnail test, but not this one (benchmarks/verify_pairs.py).
+
 Groups: union-find components of the verified pairs give ``cluster_id``;
 removal is keep-first without chaining (imagededup's and SemDeDup's rule):
 rows are walked in source order (``source_uri``, ``source_index``,
@@ -42,6 +48,7 @@ YAML::
       scope: global        # global | per_group
       verify: null         # thumbnail check; null = on in global, off in per_group scope
       max_diff: 8.0        # max mean |thumbnail difference| (0..255) when verifying
+      verify_geometry: null  # aligned-image check (curate.ops.geometry); null = on in global scope
       splits: 4            # Dask tasks per hash band in the all-pairs search
       crop_views: null     # border shares also hashed; null = [0.04, 0.08] in global scope, [] per_group
 
@@ -57,7 +64,11 @@ from curate.stages.dedup.phash.candidates import candidate_edges
 from curate.stages.dedup.phash.decide import find_near_duplicates
 from curate.stages.dedup.phash.stage import DEFAULT_THRESHOLD, PHashDedup, PHashParams
 from curate.stages.dedup.phash.verify import pair_diff, thumb_diff
-from curate.stages.dedup.phash.views import crop_view_hashes, crop_view_pairs, view_distance
+from curate.stages.dedup.phash.views import (
+           crop_view_hashes,
+           crop_view_pairs,
+           view_distance,
+)
 
 __all__ = ["DEFAULT_THRESHOLD", "PHashDedup", "PHashParams", "candidate_edges", "crop_view_hashes",
            "crop_view_pairs", "find_near_duplicates", "pair_diff", "thumb_diff", "view_distance"]

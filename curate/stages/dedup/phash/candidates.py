@@ -8,14 +8,17 @@ import numpy as np
 from curate.ops import hamming
 from curate.stages.dedup.phash.verify import pair_diff
 
+
 def candidate_edges(h: np.ndarray, t: int, groups: np.ndarray | None = None,
                     thumbs: np.ndarray | None = None, max_diff: float | None = None, mapper=None, splits: int = 1,
-                    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+                    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, edge_filter=None):
     """Verified near-duplicate edges between nodes (distinct group + hash [+ thumbnail]).
 
     Hamming distance <= ``t`` within a group (:func:`hamming.unique_pairs`, exact multi-index
     search), verified by the thumbnail difference <= ``max_diff`` when given, plus the already
-    verified row pairs ``extra`` (i, j, distance) from crop views. Returns ``(node of every row,
+    verified row pairs ``extra`` (i, j, distance) from crop views. ``edge_filter(rows_i, rows_j)``,
+    when given, is the strict check every edge must also pass (geometric verification of the
+    images, :mod:`curate.stages.dedup._images`). Returns ``(node of every row,
     first row of every node, edge i, edge j, edge distance)``.
     """
     n = h.size
@@ -54,6 +57,9 @@ def candidate_edges(h: np.ndarray, t: int, groups: np.ndarray | None = None,
         ei = np.concatenate([ei, xi[other]]).astype(np.int64)
         ej = np.concatenate([ej, xj[other]]).astype(np.int64)
         ed = np.concatenate([ed, extra[2][other]]).astype(np.int64)
+    if edge_filter is not None and ei.size:
+        ok = np.asarray(edge_filter(nfirst[ei], nfirst[ej]), bool)
+        ei, ej, ed = ei[ok], ej[ok], ed[ok]
     return node, nfirst, ei, ej, ed
 
 

@@ -10,21 +10,25 @@ from curate.ops import unionfind
 from curate.stages.dedup.phash.candidates import candidate_edges
 from curate.stages.dedup.phash.verify import pair_diff
 
+
 def find_near_duplicates(h: np.ndarray, t: int, rank: np.ndarray, groups: np.ndarray | None = None,
                          thumbs: np.ndarray | None = None, max_diff: float | None = None,
                          mapper=None, splits: int = 1,
-                         extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                         extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                         edge_filter=None) -> dict[str, np.ndarray]:
     """Near-duplicate decisions for hashes ``h`` (rows), keep-first by ``rank``.
 
     Edges: Hamming distance <= ``t`` (same group), optionally verified by the thumbnail
     difference <= ``max_diff``, plus the already verified row pairs ``extra`` (i, j, distance):
-    crop-view matches. ``cluster`` = union-find component (named by its first row);
+    crop-view matches; ``edge_filter`` is an optional strict check of every edge (see
+    :func:`.candidates.candidate_edges`). ``cluster`` = union-find component (named by its first row);
     removal is greedy keep-first without chaining (:func:`unionfind.greedy_keep_first`), so every
     removed row is within ``t`` (and ``max_diff``) of its kept representative ``rep``.
     Returns per row: keep, rep, cluster, diff (thumbnail difference to rep; 0 when not verified).
     """
     n = h.size
-    node, nfirst, ei, ej, ed = candidate_edges(h, t, groups, thumbs, max_diff, mapper, splits, extra)
+    node, nfirst, ei, ej, ed = candidate_edges(h, t, groups, thumbs, max_diff, mapper, splits, extra,
+                                               edge_filter)
     m = nfirst.size
     node_rank = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(node_rank, node, np.asarray(rank, np.int64))

@@ -13,7 +13,13 @@ from curate import schemas
 from curate.config import StageParams, execution_field
 from curate.errors import SampleError
 from curate.stage import GlobalStage, StageContext
-from curate.stages.dedup._decisions import concat_mapped, decisions_table, source_rank, split_by_partition
+from curate.stages.dedup._decisions import (
+    concat_mapped,
+    decisions_table,
+    source_rank,
+    split_by_partition,
+)
+from curate.stages.dedup._images import sample_files, verify_row_pairs
 from curate.stages.dedup.phash.decide import find_near_duplicates
 from curate.stages.dedup.phash.hash import hash_rows
 from curate.stages.dedup.phash.views import crop_view_pairs, view_distance
@@ -31,6 +37,10 @@ class PHashParams(StageParams):
                                 "pair; null = on in global scope (copies), off in per_group scope (slices)")
     max_diff: float = Field(8.0, ge=0.0, le=255.0, description="max mean absolute difference of the "
                             "brightness-normalised 16x16 thumbnails (0..255) when verifying")
+    verify_geometry: bool | None = Field(None, description="also require a verified alignment of the two "
+                                         "images (curate.ops.geometry: a mild warp leaves only noise-level "
+                                         "residue) for every pair; null = on in global scope, off per_group "
+                                         "(adjacent slices of one series are meant to pair there)")
     splits: int = execution_field(4, ge=1, le=256, description="Dask tasks per hash band for the all-pairs search")
     crop_views: list[float] | None = Field(None, description="border shares: every image is also hashed with "
                                            "each share trimmed from every side, so a copy trimmed by about that "
@@ -40,6 +50,10 @@ class PHashParams(StageParams):
     @property
     def verifying(self) -> bool:
         return self.scope == "global" if self.verify is None else self.verify
+
+    @property
+    def verifying_geometry(self) -> bool:
+        return self.scope == "global" if self.verify_geometry is None else self.verify_geometry
 
     @property
     def views(self) -> list[float]:
@@ -54,7 +68,7 @@ class PHashParams(StageParams):
 
 class PHashDedup(GlobalStage):
     key = "dedup.phash"
-    version = "2"
+    version = "3"
     Params = PHashParams
     inputs = ("samples",)
     outputs = ("decisions", "hashes")
@@ -127,8 +141,9 @@ class PHashDedup(GlobalStage):
             hv, tv, vok = views
             extra = crop_view_pairs(h[rows], hv, vok, t, groups, thumbs, tv, max_diff, ctx.map, p.splits)
             ctx.count("crop_view_pairs", int(extra[0].size))
+        edge_filter = self._geometry_filter(ctx, part, rows) if p.verifying_geometry else None
         found = find_near_duplicates(h[rows], t, rank[rows], groups=groups, thumbs=thumbs, max_diff=max_diff,
-                                     mapper=ctx.map, splits=p.splits, extra=extra)
+                                     mapper=ctx.map, splits=p.splits, extra=extra, edge_filter=edge_filter)
         rep = np.arange(n, dtype=np.int64)
         keep = np.ones(n, bool)
         cluster = np.arange(n, dtype=np.int64)
@@ -146,6 +161,7 @@ class PHashDedup(GlobalStage):
                 diff[rows] = np.where(better, vx, diff[rows])
         score = 1.0 - dist / 64.0
         check = f"; thumbnail diff {{:.1f}} <= {max_diff}" if max_diff is not None else ""
+        check += "; alignment verified" if p.verifying_geometry else ""
         reasons = np.array([f"{p.hash} hamming {d} <= {t} to representative" + (" (crop view)" if v else "")
                             + check.format(x) for d, x, v in zip(dist.tolist(), diff.tolist(), by_view.tolist())],
                            dtype=object)
@@ -157,6 +173,22 @@ class PHashDedup(GlobalStage):
                                     "near-duplicates", undecided=~valid, undecided_reason="no_hash: image not decodable")
         hashes = self._hashes(ctx, table, part)
         return {pid: {"decisions": decisions[pid], "hashes": hashes[pid]} for pid in ctx.partitions}
+
+    @staticmethod
+    def _geometry_filter(ctx: StageContext, part: np.ndarray, rows: np.ndarray):
+        """The strict edge check: row pairs (indices into ``rows``) verified on their images, as tasks."""
+        paths = sample_files(ctx, ctx.partitions)
+        start = np.searchsorted(part, np.arange(len(ctx.partitions)))
+        trows = np.arange(part.size)
+        loc = np.column_stack([part, trows - start[part]]).astype(np.int64)[rows]
+
+        def check(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+            ok, _ = verify_row_pairs(ctx, paths, loc, i, j)
+            ctx.count("geometry_checked", int(i.size))
+            ctx.count("geometry_rejected", int((~ok).sum()))
+            return ok
+
+        return check
 
     def _view_arrays(self, table: pa.Table, which: str, rows: np.ndarray):
         """(hashes (m, V), thumbnails (m, V, 256), valid (m, V)) of the crop views of ``rows``; None if none."""

@@ -8,6 +8,7 @@ import numpy as np
 from curate.ops import hamming, phash
 from curate.stages.dedup.phash.verify import pair_diff, thumb_diff
 
+
 def crop_view_hashes(arrays: list[np.ndarray], shares: list[float]):
     """pHash, dHash, thumbnail and validity (N, V[, 256]) of every image's crop views: ``share`` of
     the shorter side (at least 1 px) trimmed from each side; an image left under 8 px has no view."""
