@@ -91,7 +91,8 @@ def main() -> None:
                        ("rel_rms 0.08", dataclasses.replace(d, rel_rms=0.08)),
                        ("rel_rms 0.16", dataclasses.replace(d, rel_rms=0.16)),
                        ("max_rms 0.5", dataclasses.replace(d, max_rms=0.5)),
-                       ("max_rms 1.5", dataclasses.replace(d, max_rms=1.5))):
+                       ("max_rms 1.5", dataclasses.replace(d, max_rms=1.5)),
+                       ("min_detail 0 (verify structureless images too)", dataclasses.replace(d, min_detail=0.0))):
         report(name, ds, p, npos, spec)
 
 

@@ -20,7 +20,10 @@ Here the strict step aligns two gray thumbnails and measures what is left:
    (gray levels) must stay under ``max_rms + rel_rms * detail``, where ``detail`` is the RMS of the
    first thumbnail's band-pass (blur 1 px minus blur 4 px): a copy leaves noise-level residue, an
    adjacent CT / MR slice, another view of a scene or another crop of a texture leaves residue of
-   the size of its structure.
+   the size of its structure;
+5. an image with almost no structure (band-pass RMS < ``min_detail``: sky, blank slices) is only
+   verified when the aligned residual is ~0 (the same pixels): two such pictures leave noise-level
+   residue whether they are copies or not, and a removal must be trustworthy.
 
 ``benchmarks/verify_pairs.py`` measures it on real images (660 planted copies, 6,625 hardest
 distinct pairs). Nothing is hand-written geometry: OpenCV estimates and applies every transform.
@@ -45,6 +48,8 @@ class VerifySpec:
     max_rms: float = 1.0  # residual RMS allowed on a structureless image (gray levels, 0..255)
     rel_rms: float = 0.12  # ... plus this share of the image's band-pass RMS
     blur: float = 1.0  # px, before the residual is measured
+    min_detail: float = 0.5  # band-pass RMS below which an image has too little structure to verify ...
+    identical_rms: float = 0.1  # ... unless the aligned residual is this small (the same pixels)
     min_overlap: float = 0.3  # share of the frame compared (the overlap minus its border)
     border: float = 0.07  # share of the side left out along the overlap's border
     max_rotation: float = 6.0  # degrees
@@ -187,6 +192,10 @@ def verify_thumbs(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT,
     rms, detail, corr, share = best
     limit = spec.max_rms + spec.rel_rms * detail
     rot, sx, sy, _, _ = warp_params(best_w, a.shape[0])
+    if detail < spec.min_detail and rms > spec.identical_rms:
+        # a near-constant picture (sky, blank slice): noise-level residue is all any two of them leave
+        return False, 0.0, (f"too little structure to verify: detail {detail:.2f} < {spec.min_detail} "
+                            f"and residual {rms:.2f} > {spec.identical_rms} gray levels")
     ok = rms <= limit
     text = (f"aligned: rot {rot:.1f}° scale ({sx:.2f},{sy:.2f}) shift ({best_w[0, 2]:.1f},{best_w[1, 2]:.1f}) "
             f"of {a.shape[0]} px; residual {rms:.2f} {'<=' if ok else '>'} {limit:.2f} gray levels; "
