@@ -49,7 +49,12 @@ from curate.config import StageParams, execution_field
 from curate.ops import minhash as mh
 from curate.ops import unionfind
 from curate.stage import GlobalStage, StageContext
-from curate.stages.dedup._decisions import concat_mapped, decisions_table, source_rank, split_by_partition
+from curate.stages.dedup._decisions import (
+    concat_mapped,
+    decisions_table,
+    source_rank,
+    split_by_partition,
+)
 
 METHOD = "minhash"
 

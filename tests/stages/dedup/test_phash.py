@@ -63,9 +63,23 @@ def test_adjacent_slices_per_group(tmp_path):
     dec, _ = run(tmp_path / "g", {"p0": rows}, scope="per_group", threshold=10)
     kept = [r["sample_id"] for r in rows if dec[r["sample_id"]]["keep"]]
     assert kept == [rows[0]["sample_id"], rows[3]["sample_id"], rows[6]["sample_id"], rows[7]["sample_id"]]
-    dec, _ = run(tmp_path / "all", {"p0": rows}, scope="global", threshold=10, verify=False)
+    dec, _ = run(tmp_path / "all", {"p0": rows}, scope="global", threshold=10, verify=False, verify_geometry=False)
     kept = [r["sample_id"] for r in rows if dec[r["sample_id"]]["keep"]]
     assert kept == [rows[0]["sample_id"], rows[6]["sample_id"]]
+
+
+def test_global_default_keeps_adjacent_slices_and_removes_their_copies(tmp_path):
+    # issue 11: adjacent MR slices are within pHash distance 10 and the thumbnail test, but they are
+    # distinct images; the geometric check (on by default in global scope) keeps them and still
+    # removes the bit-identical copies filed under another patient
+    vol = mr_volume()
+    rows = rows_for(list(vol[:3]) + list(vol[:3]), group_id=["pa"] * 3 + ["pb"] * 3)
+    dec, _ = run(tmp_path, {"p0": rows}, scope="global", threshold=10)
+    kept = [r["sample_id"] for r in rows if dec[r["sample_id"]]["keep"]]
+    assert kept == [r["sample_id"] for r in rows[:3]]
+    for a, b in zip(rows[3:], rows[:3]):
+        d = dec[a["sample_id"]]
+        assert d["representative_id"] == b["sample_id"] and "alignment verified" in d["reason"]
 
 
 def test_undecodable_image_is_quarantined_not_decided(tmp_path):
