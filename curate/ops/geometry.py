@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -85,9 +85,10 @@ def _ecc(t: np.ndarray, x: np.ndarray, warp: np.ndarray, iters: int) -> tuple[np
         return warp, False
 
 
-def candidate_warps(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT) -> list[np.ndarray]:
-    """Affine warps (2x3 float32, ``b(W x) ~ a(x)``) worth scoring for two thumbnails: the
-    phase-correlation translation, it rounded to whole pixels, and the ECC refinement of each."""
+def candidate_warps(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT) -> Iterator[np.ndarray]:
+    """Affine warps (2x3 float32, ``b(W x) ~ a(x)``) worth scoring for two thumbnails, cheapest first
+    (a caller may stop at the first that passes): the phase-correlation translation, it rounded to
+    whole pixels, then the ECC refinement of each."""
     side = a.shape[0]
     win = cv2.createHanningWindow((side, side), cv2.CV_32F)
     # copies: OpenCV applies the window to float32 inputs in place, which would leave every later
@@ -95,12 +96,12 @@ def candidate_warps(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT) ->
     (dx, dy), _ = cv2.phaseCorrelate(a.copy(), b.copy(), win)
     w0 = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
     wr = np.array([[1, 0, round(dx)], [0, 1, round(dy)]], np.float32)
-    out = [w0, wr]
+    yield w0
+    yield wr
     for w in (w0, wr):
         e, ok = _ecc(a, b, w, spec.ecc_iters)
         if ok:
-            out.append(e)
-    return out
+            yield e
 
 
 def align(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT) -> tuple[np.ndarray, bool]:
@@ -111,7 +112,7 @@ def align(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT) -> tuple[np.
         if r is not None and r[0] < best_rms:
             best, best_rms = w, r[0]
     if best is None:
-        return candidate_warps(a, b, spec)[0], False
+        return next(candidate_warps(a, b, spec)), False
     return best, True
 
 
@@ -176,6 +177,13 @@ def _shape_ok(sa: tuple[int, ...], sb: tuple[int, ...], spec: VerifySpec) -> boo
         max(aa, ab) / min(aa, ab) <= spec.max_aspect_ratio
 
 
+def _passes(r: tuple[float, float, float, float], spec: VerifySpec) -> bool:
+    rms, detail = r[0], r[1]
+    if detail < spec.min_detail:
+        return rms <= spec.identical_rms
+    return rms <= spec.max_rms + spec.rel_rms * detail
+
+
 def verify_thumbs(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT,
                   px: float = 1.0) -> tuple[bool, float, str]:
     """Verify one pair of thumbnails: (ok, score in [0, 1], detail). ``score`` = 1 - rms / limit
@@ -187,6 +195,8 @@ def verify_thumbs(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT,
         r = residual(a, b, w, spec, px)
         if r is not None and (best is None or r[0] < best[0]):
             best, best_w = r, w
+            if _passes(r, spec):
+                break  # a cheaper warp already aligns them: no ECC needed
     if best is None:
         return False, 0.0, f"no mild warp aligns them ({a.shape[0]} px)"
     rms, detail, corr, share = best
