@@ -34,10 +34,9 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
 from pydantic import Field, field_validator, model_validator
 
-from curate import encoders, io, schemas
+from curate import encoders, imaging, io, schemas
 from curate.config import StageParams
 from curate.encoders.base import Encoder, EncoderOptions
 from curate.errors import ConfigError, SampleError
@@ -101,11 +100,7 @@ def prepare_batch(images: list[bytes], enc: Encoder) -> tuple[np.ndarray, list[i
     ok, bad = [], []
     for i, data in enumerate(images):
         try:
-            with Image.open(_io.BytesIO(data)) as img:
-                img = img.convert("RGB" if c == 3 else "L")
-                if img.size != (size, size):
-                    img = img.resize((size, size), Image.BILINEAR)
-                a = np.asarray(img, dtype=np.float32)
+            a = imaging.decode_resize(data, size, c)
         except Exception as err:  # noqa: BLE001 - any undecodable image is one bad sample
             bad.append((i, f"{type(err).__name__}: {err}"))
             continue
