@@ -176,10 +176,10 @@ class Embedder:
         return {"keys": self.keys, "encoder_id": self.id, "state_file": self.state_file}
 
     def save_record(self, run_dir: str, stage_dir: str) -> None:
-        """Write ``<stage_dir>/_fit/embedder.json`` (same bytes from every worker; skipped when present)."""
+        """Write ``<stage_dir>/_fit/embedder.json`` (same bytes from every worker; kept when unchanged)."""
         path = io.join(run_dir, stage_dir, FIT_DIR, RECORD)
-        if not io.exists(path):
-            data = json.dumps(self.record(), sort_keys=True, indent=1).encode()
+        data = json.dumps(self.record(), sort_keys=True, indent=1).encode()
+        if not io.exists(path) or io.read_json(path) != json.loads(data):
             io._atomic_write(path, lambda f: f.write(data))
 
     @classmethod
@@ -199,9 +199,14 @@ class Embedder:
                 _load_state(enc, io.join(ctx.run_dir, up.dirname, FIT_DIR, rec["state_file"]))
                 emb.state_file = rec["state_file"]
                 emb.encoder = emb._place(enc)
-            if emb.id != rec["encoder_id"]:
-                raise ConfigError(f"{up.dirname}: the saved encoder state gives {emb.id}, the run's embeddings "
-                                  f"were made with {rec['encoder_id']}; rerun embed")
+            made_with = rec["encoder_id"]
+            pids = io.list_partitions(ctx.run_dir, up.dirname, None if table == up.outputs[0] else table)
+            if pids:  # the table's own metadata names the encoder that made its vectors
+                t = ctx.read_from(up, table, pids[0], columns=["sample_id"])
+                made_with = (t.schema.metadata or {}).get(b"encoder", made_with.encode()).decode()
+            if emb.id != rec["encoder_id"] or emb.id != made_with:
+                raise ConfigError(f"{up.dirname}: the saved encoder state gives {emb.id}, the run's {table} were "
+                                  f"made with {made_with}; rerun embed")
             return emb
         return None
 

@@ -24,8 +24,8 @@ def _ctx(run_dir) -> StageContext:
 
 @pytest.mark.parametrize("encoder", ["gradpix", "random_cnn"])
 def test_from_run_reproduces_the_embeddings_table(tmp_path, encoder):
-    images, _ = near_duplicate_images(20, 4)
-    table = _run(tmp_path, "r", images, 9, encoder=encoder, fit_samples=12, batch_size=5)
+    images, _ = near_duplicate_images(10, 2)
+    table = _run(tmp_path, "r", images, 5, encoder=encoder, fit_samples=8, batch_size=3)
     rec = json.loads((tmp_path / "r" / "01_embed" / FIT_DIR / RECORD).read_text())
     assert rec["encoder_id"] == table.schema.metadata[b"encoder"].decode()
     assert (rec["state_file"] is not None) == (encoder == "gradpix")
@@ -34,7 +34,7 @@ def test_from_run_reproduces_the_embeddings_table(tmp_path, encoder):
     ref = _emb(table)
     ids = table.column("sample_id").to_pylist()
     png = [imaging.encode_png(a) for a in images]
-    got = np.concatenate([emb(png[p0:p0 + 9]) for p0 in range(0, len(png), 9)])  # embed's partitions, batches
+    got = np.concatenate([emb(png[p0:p0 + 5]) for p0 in range(0, len(png), 5)])  # embed's partitions, batches
     assert np.array_equal(got, np.stack([ref[i] for i in ids]))  # partitions in order: row i is image i
 
 
@@ -53,3 +53,11 @@ def test_from_run_without_an_embed_stage_and_a_tampered_state(tmp_path):
     path.write_text(json.dumps(rec))
     with pytest.raises(ConfigError, match="rerun embed"):
         Embedder.from_run(_ctx(tmp_path / "r"))
+
+
+def test_record_follows_a_rerun_with_other_keys(tmp_path):
+    images, _ = near_duplicate_images(12, 0)
+    _run(tmp_path, "r", images, 6, encoder="pixels", dim=8)
+    b = _run(tmp_path, "r", images, 6, encoder="pixels", dim=4)  # same run dir, embed reruns
+    emb = Embedder.from_run(_ctx(tmp_path / "r"))
+    assert emb.id == b.schema.metadata[b"encoder"].decode() and emb.encoder.dim == 4
