@@ -19,7 +19,9 @@ The weight-free ``pixels`` and ``gradpix`` encoders need a PCA fitted on data fi
 sample is the ``fit_samples`` sample ids with the smallest
 ``blake2b(fit_seed | sample_id)`` over *all* partitions, so every worker fits
 the same PCA no matter how many workers there are or which partition it runs
-first; the fitted matrix is cached in ``NN_embed/_fit/`` and reused.
+first; the fitted matrix is cached in ``NN_embed/_fit/`` and reused. The stage runs
+through :class:`curate.encoders.embedder.Embedder`, whose record in ``_fit/embedder.json``
+lets the inflate stages embed with this very encoder and fit.
 Undecodable images go to quarantine (with their sample_id) under ``on_error``.
 """
 
@@ -98,7 +100,7 @@ class Embed(Stage):
 
     def setup(self) -> None:
         self.embedder = Embedder.from_params(self.params)
-        self._recorded = False
+        self._ready_for: tuple[str, str] | None = None
 
     @property
     def encoder(self) -> Encoder | None:
@@ -140,11 +142,12 @@ class Embed(Stage):
         return self.embedder.embed_arrays(x)
 
     def process(self, table: pa.Table, ctx: StageContext) -> pa.Table:
-        if self.encoder is None:
-            self._fit(ctx)
-        if not self._recorded:  # what later stages (inflate) load to embed in this very space
-            self.embedder.save_record(ctx.run_dir, ctx.stage)
-            self._recorded = True
+        here = (ctx.run_dir, ctx.stage)
+        if self._ready_for != here:  # once per worker and run (a cached stage instance may serve several runs)
+            if self.embedder.needs_fit:
+                self._fit(ctx)  # loads this run's cached fit, or fits and caches it
+            self.embedder.save_record(ctx.run_dir, ctx.stage)  # what later stages (inflate) embed with
+            self._ready_for = here
         enc = self.encoder
         ids = table.column("sample_id").to_pylist()
         out_ids, chunks = [], []

@@ -61,3 +61,12 @@ def test_record_follows_a_rerun_with_other_keys(tmp_path):
     b = _run(tmp_path, "r", images, 6, encoder="pixels", dim=4)  # same run dir, embed reruns
     emb = Embedder.from_run(_ctx(tmp_path / "r"))
     assert emb.id == b.schema.metadata[b"encoder"].decode() and emb.encoder.dim == 4
+
+
+def test_a_second_run_with_the_same_config_gets_its_own_fit_and_record(tmp_path):
+    images, _ = near_duplicate_images(12, 0)
+    a = _run(tmp_path, "a", images, 6, encoder="pixels", dim=8)
+    b = _run(tmp_path, "b", images, 6, encoder="pixels", dim=8)  # same config: the stage instance is reused
+    assert list((tmp_path / "b" / "01_embed" / FIT_DIR).glob("pixels-*.npz"))
+    emb = Embedder.from_run(_ctx(tmp_path / "b"))
+    assert emb.id == b.schema.metadata[b"encoder"].decode() == a.schema.metadata[b"encoder"].decode()
