@@ -296,9 +296,12 @@ def decode_resize(data: bytes | np.ndarray, size: int | None = None, channels: i
     """
     arr = data if isinstance(data, np.ndarray) else None
     if arr is None and data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:26] in (b"\x08\x00", b"\x08\x02"):
-        arr = spng_load(data)
-        if arr is not None and not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-            arr = None
+        rgb = data[25] == 2  # IHDR: width, height, bit depth 8, colour type 0 (gray) / 2 (RGB)
+        w, h = struct.unpack(">II", data[16:24])
+        if (channels is None or rgb == (channels == 3)) and (size is None or (h, w) == (size, size)):
+            arr = spng_load(data)  # already in its final form: libspng alone (PIL would only copy)
+            if arr is not None and not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+                arr = None
     if arr is not None:
         if ((channels is None or (arr.ndim == 3) == (channels == 3))
                 and (size is None or arr.shape[:2] == (size, size))):
