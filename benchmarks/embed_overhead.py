@@ -44,13 +44,13 @@ def bench(name: str, params: EmbedParams, table, repeats: int) -> tuple[float, f
     if stage.encoder is None:  # pixels: fit the PCA once on these images, outside the timing
         enc = encoders.build(params.encoder, params.options(channels=1))
         enc.fit(prepare_batch(images, enc)[0])
-        stage.encoder = stage._place(enc)
+        stage.encoder = enc  # placed by the stage's Embedder
     enc, bs = stage.encoder, params.batch_size
     batches = []
     for b0 in range(0, len(images), bs):
         x, _, _ = prepare_batch(images[b0:b0 + bs], enc)
         t = torch.from_numpy(x)
-        if stage.channels_last:
+        if stage.embedder.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
         batches.append(t)
 

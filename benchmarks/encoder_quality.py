@@ -114,7 +114,7 @@ def embed_all(kwargs: dict, block_weights, images: list[bytes], fit_samples: int
         t0 = time.perf_counter()
         enc.fit(prepare_batch([images[i] for i in pick], enc)[0])
         t_fit = time.perf_counter() - t0
-        stage.encoder = stage._place(enc)
+        stage.encoder = enc  # placed by the stage's Embedder
     t0 = time.perf_counter()
     out = []
     for b0 in range(0, len(images), params.batch_size):

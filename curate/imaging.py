@@ -285,22 +285,36 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(img)
 
 
-def decode_batch(images: list[bytes], size: int | None = None, channels: int | None = None) -> np.ndarray:
-    """Decode PNG bytes into one float32 array (N, C, S, S) in [0, 1], resized to ``size``.
+def decode_resize(data: bytes | np.ndarray, size: int | None = None, channels: int | None = None) -> np.ndarray:
+    """One image as uint8 (H, W) or (H, W, 3): decoded, forced to ``channels``, then resized to ``size``.
 
-    ``channels`` forces 1 (luma) or 3 (gray replicated); default: 3 if any image is RGB.
+    ``data`` is PNG bytes (8-bit gray / RGB through libspng, anything else through PIL, PNG only) or an
+    already decoded canonical array. ``channels`` 1 is PIL's ``L`` luma, 3 is ``RGB`` (gray replicated);
+    None keeps the image's own. ``size`` resizes to ``size x size`` with PIL bilinear; None keeps it.
+    An image already in that form is returned as decoded. The one decode path of ``embed``, the
+    diffusion generator's training set, :func:`curate.train.images_tensor` and the shard loader.
     """
-    decoded = [decode_png(b) for b in images]
-    if channels is None:
-        channels = 3 if any(a.ndim == 3 for a in decoded) else 1
-    out = []
-    for a in decoded:
-        img = Image.fromarray(a)
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        img = img.convert("RGB" if channels == 3 else "L")
-        x = np.asarray(img, dtype=np.float32) / 255.0
-        out.append(x.transpose(2, 0, 1) if channels == 3 else x[None])
-    if not out:
-        return np.zeros((0, channels, size or 1, size or 1), np.float32)
-    return np.stack(out)
+    arr = data if isinstance(data, np.ndarray) else None
+    if arr is None and data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:26] in (b"\x08\x00", b"\x08\x02"):
+        rgb = data[25] == 2  # IHDR: width, height, bit depth 8, colour type 0 (gray) / 2 (RGB)
+        w, h = struct.unpack(">II", data[16:24])
+        if (channels is None or rgb == (channels == 3)) and (size is None or (h, w) == (size, size)):
+            arr = spng_load(data)  # already in its final form: libspng alone (PIL would only copy)
+            if arr is not None and not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+                arr = None
+    if arr is not None:
+        if ((channels is None or (arr.ndim == 3) == (channels == 3))
+                and (size is None or arr.shape[:2] == (size, size))):
+            return arr
+        return _convert_resize(Image.fromarray(arr), size, channels)
+    with Image.open(_io.BytesIO(data), formats=["PNG"]) as img:
+        return _convert_resize(img, size, channels)
+
+
+def _convert_resize(img: Image.Image, size: int | None, channels: int | None) -> np.ndarray:
+    mode = {1: "L", 3: "RGB"}.get(channels, "RGB" if img.mode == "P" else None)  # palettes expanded
+    if mode is not None and img.mode != mode:
+        img = img.convert(mode)
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.array(img)

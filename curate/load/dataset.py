@@ -39,18 +39,16 @@ from __future__ import annotations
 
 import bisect
 import collections
-import io as _io
 import os
 from typing import Any, Iterator, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from curate.errors import CurateError
-from curate.imaging import spng_load
+from curate.imaging import decode_resize
 from curate.load.index import ShardIndex, read_index, verify_shard
 from curate.ops.png import decode_stored_column
 
@@ -58,22 +56,8 @@ _BASE_COLUMNS = ["image", "sample_id", "label", "group_id", "is_synthetic", "sam
 
 
 def _decode(data: bytes, size: int | None, channels: int | None) -> torch.Tensor:
-    if size is None and channels is None:
-        arr = spng_load(data)
-        if arr is not None:
-            if arr.ndim == 2:
-                return torch.from_numpy(arr.reshape(1, *arr.shape))
-            if arr.ndim == 3:
-                return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    with Image.open(_io.BytesIO(data), formats=["PNG"]) as img:
-        if channels == 3 and img.mode != "RGB":
-            img = img.convert("RGB")
-        elif channels == 1 and img.mode != "L":
-            img = img.convert("L")
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        arr = np.asarray(img)
-    t = torch.from_numpy(np.array(arr, copy=True))
+    """(C, H, W) uint8 tensor of one stored image (:func:`curate.imaging.decode_resize`)."""
+    t = torch.from_numpy(np.array(decode_resize(data, size, channels), copy=True))
     return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
 
 

@@ -19,14 +19,14 @@ The weight-free ``pixels`` and ``gradpix`` encoders need a PCA fitted on data fi
 sample is the ``fit_samples`` sample ids with the smallest
 ``blake2b(fit_seed | sample_id)`` over *all* partitions, so every worker fits
 the same PCA no matter how many workers there are or which partition it runs
-first; the fitted matrix is cached in ``NN_embed/_fit/`` and reused.
+first; the fitted matrix is cached in ``NN_embed/_fit/`` and reused. The stage runs
+through :class:`curate.encoders.embedder.Embedder`, whose record in ``_fit/embedder.json``
+lets the inflate stages embed with this very encoder and fit.
 Undecodable images go to quarantine (with their sample_id) under ``on_error``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io as _io
 import json
 import os
 from typing import Literal
@@ -34,17 +34,14 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
 from pydantic import Field, field_validator, model_validator
 
-from curate import encoders, io, schemas
+from curate import encoders, schemas
 from curate.config import StageParams
 from curate.encoders.base import Encoder, EncoderOptions
+from curate.encoders.embedder import FIT_DIR, FITTED, Embedder, prepare_batch  # noqa: F401 - re-exported
 from curate.errors import ConfigError, SampleError
 from curate.stage import Stage, StageContext
-
-FIT_DIR = "_fit"
-FITTED = ("pixels", "gradpix")  # encoders whose PCA is fitted on the run's own images
 
 
 class EmbedParams(StageParams):
@@ -94,32 +91,6 @@ class EmbedParams(StageParams):
                               channels=channels or self.channels, seed=self.fit_seed)
 
 
-def prepare_batch(images: list[bytes], enc: Encoder) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
-    """Decode + resize + normalise PNG bytes to (n_ok, C, S, S) float32; return bad (index, message) too."""
-    size, c = enc.image_size, enc.channels
-    out = np.empty((len(images), c, size, size), np.float32)
-    ok, bad = [], []
-    for i, data in enumerate(images):
-        try:
-            with Image.open(_io.BytesIO(data)) as img:
-                img = img.convert("RGB" if c == 3 else "L")
-                if img.size != (size, size):
-                    img = img.resize((size, size), Image.BILINEAR)
-                a = np.asarray(img, dtype=np.float32)
-        except Exception as err:  # noqa: BLE001 - any undecodable image is one bad sample
-            bad.append((i, f"{type(err).__name__}: {err}"))
-            continue
-        out[len(ok)] = a.transpose(2, 0, 1) if c == 3 else a[None]
-        ok.append(i)
-    x = out[: len(ok)]
-    x *= 1.0 / 255.0
-    mean = np.asarray(enc.mean, np.float32).reshape(1, c, 1, 1)
-    std = np.asarray(enc.std, np.float32).reshape(1, c, 1, 1)
-    x -= mean
-    x /= std
-    return x, ok, bad
-
-
 class Embed(Stage):
     key = "embed"
     version = "1"
@@ -128,80 +99,28 @@ class Embed(Stage):
     outputs = ("embeddings",)
 
     def setup(self) -> None:
-        p: EmbedParams = self.params
-        if p.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("embed: device cuda requested but no CUDA device is visible; use device: auto")
-        self.device = torch.device("cuda" if p.device != "cpu" and torch.cuda.is_available() else "cpu")
-        prec = p.precision if p.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[prec]
-        self.precision = prec
-        self.encoder: Encoder | None = None
-        if not self._needs_data():
-            self.encoder = self._place(encoders.build(p.encoder, p.options()))
+        self.embedder = Embedder.from_params(self.params)
+        self._ready_for: tuple[str, str] | None = None
 
-    def _needs_data(self) -> bool:
-        p: EmbedParams = self.params
-        name = encoders.parse(p.encoder)[0]
-        if name == "auto":
-            name = encoders.parse(encoders.resolve_auto(p.weights))[0]
-        return name in FITTED
+    @property
+    def encoder(self) -> Encoder | None:
+        return self.embedder.encoder
 
-    def _place(self, enc: Encoder) -> Encoder:
-        enc.to(self.device)
-        if self.device.type == "cpu" and enc.module is not None and any(
-                isinstance(m, torch.nn.Conv2d) for m in enc.module.modules()):
-            enc.module.to(memory_format=torch.channels_last)
-            self.channels_last = True
-        else:
-            self.channels_last = False
-        return enc
+    @encoder.setter
+    def encoder(self, enc: Encoder) -> None:
+        self.embedder.encoder = self.embedder._place(enc)
 
-    # ---- fit (pixels) --------------------------------------------------------------
-    def _fit_sample(self, ctx: StageContext) -> tuple[list[str], list[tuple[str, int]], int]:
-        """Seeded, partition-independent sample: ids with the smallest blake2b(fit_seed|id)."""
-        p: EmbedParams = self.params
-        keys, where, any_rgb = [], [], False
-        for pid in ctx.partition_ids("samples"):
-            t = ctx.read("samples", pid, columns=["sample_id", "channels"])
-            if t is None:
-                continue
-            ids = t.column("sample_id").to_pylist()
-            any_rgb = any_rgb or bool(np.any(t.column("channels").to_numpy() == 3))
-            for i, sid in enumerate(ids):
-                h = hashlib.blake2b(f"{p.fit_seed}|{sid}".encode(), digest_size=8).digest()
-                keys.append((h, sid))
-                where.append((pid, i))
-        order = sorted(range(len(keys)), key=keys.__getitem__)[: p.fit_samples]
-        return [keys[i][1] for i in order], [where[i] for i in order], 3 if any_rgb else 1
+    @property
+    def device(self) -> torch.device:
+        return self.embedder.device
+
+    @property
+    def precision(self) -> str:
+        return self.embedder.precision
 
     def _fit(self, ctx: StageContext) -> Encoder:
-        p: EmbedParams = self.params
-        ids, where, auto_c = self._fit_sample(ctx)
-        enc = encoders.build(p.encoder, p.options(channels=p.channels or auto_c))
-        key = hashlib.sha256(json.dumps([enc.name, p.fit_seed, ids]).encode()).hexdigest()[:16]
-        cache = io.join(ctx.run_dir, ctx.stage, FIT_DIR, f"{enc.name.split('-')[0]}-{key}.npz")
-        if io.exists(cache):
-            fs, path = io.fs_and_path(cache)
-            with fs.open(path, "rb") as f:
-                z = np.load(_io.BytesIO(f.read()), allow_pickle=False)
-            enc.set_state(z["A"], z["b"], int(z["components"]))
-            enc.fit_samples = int(z["fit_samples"])
-            return self._place(enc)
-        by_pid: dict[str, list[int]] = {}
-        for pid, i in where:
-            by_pid.setdefault(pid, []).append(i)
-        imgs: dict[tuple[str, int], bytes] = {}
-        for pid, rows in by_pid.items():
-            col = ctx.read("samples", pid, columns=["image"]).column("image")
-            for i in rows:
-                imgs[(pid, i)] = col[i].as_py()
-        x, _, _ = prepare_batch([imgs[w] for w in where], enc)
-        enc.fit(x)
-        buf = _io.BytesIO()
-        np.savez(buf, **enc.state())
-        io._atomic_write(cache, lambda f: f.write(buf.getvalue()))
-        ctx.count("pca_fits")
-        return self._place(enc)
+        """The fitted encoder (``pixels`` / ``gradpix``) on the run's seeded fit sample, cached in ``_fit/``."""
+        return self.embedder.fit_run(ctx)
 
     # ---- per partition ----------------------------------------------------------------
     def output_schemas(self) -> dict[str, pa.Schema]:
@@ -220,36 +139,24 @@ class Embed(Stage):
 
     def embed_arrays(self, x: np.ndarray) -> np.ndarray:
         """Normalised (N, C, S, S) -> L2-normalised float32 (N, dim)."""
-        enc = self.encoder
-        t = torch.from_numpy(x).to(self.device, non_blocking=True)
-        if self.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            if self.autocast_dtype is not None:
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                    y = enc.forward(t)
-            else:
-                y = enc.forward(t)
-            y = torch.nn.functional.normalize(y.float().reshape(len(x), -1), dim=1, eps=1e-12)
-        return y.cpu().numpy()
+        return self.embedder.embed_arrays(x)
 
     def process(self, table: pa.Table, ctx: StageContext) -> pa.Table:
-        if self.encoder is None:
-            self.encoder = self._fit(ctx)
-        enc, bs = self.encoder, self.params.batch_size
+        here = (ctx.run_dir, ctx.stage)
+        if self._ready_for != here:  # once per worker and run (a cached stage instance may serve several runs)
+            if self.embedder.needs_fit:
+                self._fit(ctx)  # loads this run's cached fit, or fits and caches it
+            self.embedder.save_record(ctx.run_dir, ctx.stage)  # what later stages (inflate) embed with
+            self._ready_for = here
+        enc = self.encoder
         ids = table.column("sample_id").to_pylist()
-        images = table.column("image")
         out_ids, chunks = [], []
-        for b0 in range(0, table.num_rows, bs):
-            x, ok, bad = prepare_batch(images.slice(b0, bs).to_pylist(), enc)
+        for b0, emb, ok, bad in self.embedder.batches(table.column("image")):
             for i, msg in bad:
                 r = b0 + i
                 ctx.sample_error(SampleError("decode_error", msg), table.column("source_uri")[r].as_py(),
                                  table.column("source_index")[r].as_py(), ids[r])
             if ok:
-                emb = self.embed_arrays(x)
-                if not np.isfinite(emb).all():
-                    raise ConfigError(f"encoder {enc.id} produced NaN/inf embeddings; check the weights / precision")
                 chunks.append(emb)
                 out_ids += [ids[b0 + i] for i in ok]
         dim = enc.dim

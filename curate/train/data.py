@@ -29,7 +29,6 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
 
 from curate import imaging, io
 from curate.errors import ConfigError
@@ -226,8 +225,8 @@ def run_samples(run_dir: str, which: str = "kept", columns: list[str] | None = N
 
 def images_tensor(images: list[bytes], size: int | None = None, channels: int | None = None) -> torch.Tensor:
     """Decode canonical PNG bytes to uint8 (N, C, S, S); ``size`` default: the largest side present."""
-    arrays = [imaging.decode_png(b) for b in images]
-    if not arrays:
+    arrays = [imaging.decode_png(b) for b in images] if size is None or channels is None else images
+    if not len(arrays):
         raise ConfigError("no images to decode")
     if channels is None:
         channels = 3 if any(a.ndim == 3 for a in arrays) else 1
@@ -235,11 +234,7 @@ def images_tensor(images: list[bytes], size: int | None = None, channels: int | 
         size = max(max(a.shape[:2]) for a in arrays)
     out = np.empty((len(arrays), channels, size, size), np.uint8)
     for i, a in enumerate(arrays):
-        if a.shape[:2] != (size, size) or (a.ndim == 3) != (channels == 3):
-            img = Image.fromarray(a).convert("RGB" if channels == 3 else "L")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            a = np.asarray(img)
+        a = imaging.decode_resize(a, size, channels)
         out[i] = a.transpose(2, 0, 1) if a.ndim == 3 else a[None]
     return torch.from_numpy(out)
 

@@ -16,9 +16,10 @@ Modes (all write one row of the ``adainf`` table; the ``shard`` stage bakes
 weight, the training core takes the augmentation):
 
 * ``paper`` - ``dup`` (default 10) and the weak augmentation above.
-* ``gap`` - real share from the measured gap. Embeddings (the ``embed``
-  stage's encoders; default weight-free pixels PCA) of real and generated rows
-  give the Fréchet distance and improved precision / recall (Kynkäänniemi et al.
+* ``gap`` - real share from the measured gap. Embeddings of real and generated
+  rows (:class:`curate.encoders.embedder.Embedder`: the run's ``embed`` encoder
+  and fitted projection; without an embed stage, the embed defaults fitted on
+  the real rows) give the Fréchet distance and improved precision / recall (Kynkäänniemi et al.
   2019, k = 3), all reported. The rule::
 
       s_u   = n_real / (n_real + n_gen)          # real share of a plain union (dup = 1)
@@ -233,8 +234,9 @@ class AdaInf(GlobalStage):
                                                        "gap: from measured precision; proxy: short eval grid")
         dup: float = Field(PAPER_DUP, ge=1, description="paper mode: real replication factor")
         max_dup: float = Field(50.0, ge=1, description="gap / proxy: upper bound of the replication factor")
-        embed: EmbedParams = Field(default_factory=EmbedParams, description="gap: encoder (same keys as the "
-                                   "embed stage; default pixels PCA-64)")
+        embed: EmbedParams | None = Field(None, description="gap: encoder (same keys as the embed stage); "
+                                          "default: the run's embed stage's encoder and fitted projection, "
+                                          "or the embed defaults fitted on the real images")
         k: int = Field(3, ge=1, description="gap: k of the k-NN manifolds (Kynkäänniemi et al. 2019)")
         max_samples: int = Field(5000, ge=10, description="gap: rows per side for FD / precision / recall")
         measure_gap: bool = Field(True, description="paper / proxy: also measure and report FD / precision / recall")
@@ -268,7 +270,7 @@ class AdaInf(GlobalStage):
         gap: dict[str, Any] = {}
         encoder = None
         if n_syn and (p.mode == "gap" or p.measure_gap):
-            gap, encoder = self._gap(real, syn, seed)
+            gap, encoder = self._gap(ctx, real, syn, seed)
         details: dict[str, Any] = {"gap": gap}
         if p.mode == "paper":
             out = paper_settings(n_real, n_syn, p.dup)
@@ -290,9 +292,9 @@ class AdaInf(GlobalStage):
         res[ctx.partitions[0]] = pa.Table.from_pylist([row], schema=ADAINF)
         return res
 
-    def _gap(self, real: pa.Table, syn: pa.Table, seed: int) -> tuple[dict[str, Any], str]:
+    def _gap(self, ctx: StageContext, real: pa.Table, syn: pa.Table, seed: int) -> tuple[dict[str, Any], str]:
         from curate.ops.fid import gap_report
-        from curate.stages.inflate.generate import Embedder
+        from curate.encoders.embedder import Embedder
 
         p = self.params
         rng = np.random.default_rng(seed)
@@ -303,7 +305,7 @@ class AdaInf(GlobalStage):
 
         r, s = pick(real), pick(syn)
         channels = 3 if pc.any(pc.equal(real.column("channels"), 3)).as_py() else 1
-        emb = Embedder(p.embed).fit(r, channels)
+        emb = Embedder.for_stage(ctx, p.embed, r, channels)
         rep = gap_report(emb(r), emb(s), k=p.k, max_samples=None, seed=seed)
         return rep, emb.id
 

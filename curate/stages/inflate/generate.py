@@ -33,7 +33,8 @@ reason) and counted; they never enter ``samples``, so the run's accounting
 (``ingested = kept + removed + quarantined``; synthetic rows counted apart as
 ``synthetic_added``) stays balanced. pHash comes from :mod:`curate.ops.phash`
 (imagehash definitions), generated-vs-generated pairs from
-:mod:`curate.ops.hamming`, embeddings from the ``embed`` stage's encoders.
+:mod:`curate.ops.hamming`, embeddings from the run's ``embed`` stage
+(:class:`curate.encoders.embedder.Embedder`: the same encoder and fitted projection).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from curate import schemas
 from curate.config import StageParams
 from curate.errors import ConfigError
 from curate.samples import sample_row, samples_table
+from curate.encoders.embedder import Embedder
 from curate.stage import GlobalStage, StageContext
 from curate.stages.embed import EmbedParams
 from curate.stages.inflate.train import device_auto, load_unet, read_generator
@@ -149,50 +151,6 @@ def hamming_pairs_before(hashes: np.ndarray, t: int) -> list[list[tuple[int, int
     for i, j, d in sorted(zip(jj.tolist(), ii.tolist(), dd.tolist())):  # (later, earlier) with earlier < later
         out[i].append((j, d))
     return out
-
-
-class Embedder:
-    """Adapter over the ``embed`` stage's encoders: L2-normalised embeddings of PNG bytes.
-
-    The weight-free ``pixels`` encoder is fitted on the real images given to :meth:`fit`
-    (as ``embed`` does), so real and generated images share one space.
-    """
-
-    def __init__(self, params: EmbedParams):
-        from curate.stages.embed import Embed
-
-        self.stage = Embed(params)
-        self.stage.setup()
-
-    def fit(self, real_images: list[bytes], channels: int) -> "Embedder":
-        from curate import encoders
-        from curate.stages.embed import prepare_batch
-
-        if self.stage.encoder is None:
-            p = self.stage.params
-            enc = encoders.build(p.encoder, p.options(channels=p.channels or channels))
-            rng = np.random.default_rng(p.fit_seed)
-            pick = rng.choice(len(real_images), min(p.fit_samples, len(real_images)), replace=False)
-            x, _, _ = prepare_batch([real_images[i] for i in np.sort(pick)], enc)
-            enc.fit(x)
-            self.stage.encoder = self.stage._place(enc)
-        return self
-
-    @property
-    def id(self) -> str:
-        return self.stage.encoder.id
-
-    def __call__(self, images: list[bytes]) -> np.ndarray:
-        from curate.stages.embed import prepare_batch
-
-        bs, out = self.stage.params.batch_size, []
-        for b0 in range(0, len(images), bs):
-            x, ok, bad = prepare_batch(images[b0:b0 + bs], self.stage.encoder)
-            if bad:
-                raise ConfigError(f"inflate: {len(bad)} images could not be decoded for embedding: {bad[0][1]}")
-            out.append(self.stage.embed_arrays(x))
-        dim = self.stage.encoder.dim
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
 
 
 def real_nn_stats(real_hash: np.ndarray | None, real_emb: np.ndarray | None, n_query: int = 5000,
@@ -321,8 +279,9 @@ class InflateGenerate(GlobalStage):
                                              "nearest other real image")
         use_phash: bool = Field(True, description="pHash test (curate.ops.phash)")
         use_embedding: bool = Field(True, description="embedding-cosine test (encoder of `embed`)")
-        embed: EmbedParams = Field(default_factory=EmbedParams, description="encoder for the cosine test "
-                                   "(same keys as the embed stage; default: pixels PCA-64, weight-free)")
+        embed: EmbedParams | None = Field(None, description="encoder for the cosine test (same keys as the "
+                                          "embed stage); default: the run's embed stage's encoder and fitted "
+                                          "projection, or the embed defaults fitted on the real images")
 
         @model_validator(mode="after")
         def _check(self) -> "InflateGenerate.Params":
@@ -447,7 +406,7 @@ class InflateGenerate(GlobalStage):
             gen_ph, _ = hash_arrays(arrays)
         if p.use_embedding:
             channels = 3 if any(a.ndim == 3 for a in arrays) else 1
-            emb = Embedder(p.embed).fit(real.column("image").to_pylist(), channels)
+            emb = Embedder.for_stage(ctx, p.embed, real.column("image").to_pylist(), channels)
             real_emb = emb(real.column("image").to_pylist())
             gen_emb = emb([r["image"] for r in rows])
         nn = real_nn_stats(real_ph, real_emb, seed=ctx.seed)
@@ -468,4 +427,4 @@ class InflateGenerate(GlobalStage):
         return near_copy_filter(gen_ids, gen_pix, gen_ph, gen_emb, real_ids, real_pix, real_ph, real_emb, t, tau)
 
 
-__all__ = ["InflateGenerate", "sample_images", "near_copy_filter", "row_seed", "Embedder", "nearest_hamming"]
+__all__ = ["InflateGenerate", "sample_images", "near_copy_filter", "row_seed", "nearest_hamming"]

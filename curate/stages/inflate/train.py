@@ -171,9 +171,9 @@ def real_training_set(samples: pa.Table, image_size: int | None, channels: int |
         channels = 3 if pc.max(real.column("channels")).as_py() == 3 else 1
     images = real.column("image").to_pylist()
     out = np.empty((len(images), channels, image_size, image_size), np.uint8)
-    for i in range(0, len(images), 4096):
-        x = imaging.decode_batch(images[i:i + 4096], size=image_size, channels=channels)
-        out[i:i + len(x)] = np.rint(x * 255.0).astype(np.uint8)
+    for i, data in enumerate(images):
+        a = imaging.decode_resize(data, image_size, channels)
+        out[i] = a.transpose(2, 0, 1) if a.ndim == 3 else a
     labels = real.column("label").to_numpy(zero_copy_only=False)
     names: dict[int, str] = {}
     if real.column("label").null_count == real.num_rows:

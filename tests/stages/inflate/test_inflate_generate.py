@@ -6,7 +6,8 @@ from curate.config import PipelineConfig
 from curate.ops.phash import hash_arrays
 from curate.runner import run_pipeline
 from curate.stages.embed import EmbedParams
-from curate.stages.inflate.generate import Embedder, near_copy_filter, row_seed, sample_images
+from curate.encoders.embedder import Embedder
+from curate.stages.inflate.generate import near_copy_filter, row_seed, sample_images
 from tests.conftest import idx_pipeline, read_run_table
 
 
@@ -37,7 +38,7 @@ def test_filter_rejects_planted_copies_with_partner():
     gpix = [imaging.pixel_hash(a) for a in gen]
     rph, _ = hash_arrays(list(real))
     gph, _ = hash_arrays(gen)
-    emb = Embedder(EmbedParams(encoder="pixels", dim=8)).fit([imaging.encode_png(a) for a in real], 1)
+    emb = Embedder.from_params(EmbedParams(encoder="pixels", dim=8)).fit_images([imaging.encode_png(a) for a in real], 1)
     remb, gemb = emb([imaging.encode_png(a) for a in real]), emb([imaging.encode_png(a) for a in gen])
     keep, rows = near_copy_filter(gid, gpix, gph, gemb, rid, rpix, rph, remb, phash_t=2, tau=None)
     by_id = {r["sample_id"]: r for r in rows}
@@ -80,3 +81,41 @@ def test_generate_stage_adds_synthetic_partitions_deterministically(tmp_path, sq
     # resume: nothing recomputed
     s3 = run_pipeline(PipelineConfig(**cfg), run_dir=str(tmp_path / "a"), scheduler="sync", progress=False)
     assert s3["stages"]["02_inflate_generate"]["recomputed"] == 0
+
+
+def test_inflate_embeds_with_the_embed_stages_fitted_encoder(tmp_path, squares_idx, tiny_pipeline_dir):
+    """inflate.generate and inflate.adainf embed a real image exactly as the run's embed stage did: same
+    encoder id, same PCA (fitted once, on embed's seeded sample), the same vector."""
+    from curate.encoders.embedder import Embedder
+    from curate.stage import StageContext, Upstream
+    from curate.stages.inflate.generate import real_nn_stats
+
+    img, lab, _, _ = squares_idx
+    cfg = idx_pipeline(img, lab, partition_size=24)
+    cfg["stages"] += [{"stage": "embed", "encoder": "pixels", "dim": 8, "fit_samples": 20},
+                      {"stage": "inflate.load", "path": str(tiny_pipeline_dir)},
+                      {"stage": "inflate.generate", "n_images": 6, "images_per_partition": 6, "steps": 2},
+                      {"stage": "inflate.adainf", "mode": "gap"}]
+    run = tmp_path / "run"
+    summary = run_pipeline(PipelineConfig(**cfg), run_dir=str(run), scheduler="sync", progress=False)
+    emb_t = read_run_table(run, "01_embed")
+    stage_vec = np.asarray(emb_t.column("embedding").to_pylist(), np.float32)
+    encoder_id = emb_t.schema.metadata[b"encoder"].decode()
+    # the service as the inflate stages get it, from the run
+    ctx = StageContext(run_dir=str(run), stage="03_inflate_generate", stage_key="inflate.generate",
+                       partition_id=None, seed=0, on_error="raise",
+                       upstream=(Upstream("00_ingest", ("samples",)), Upstream("01_embed", ("embeddings",))))
+    emb = Embedder.for_stage(ctx, None, [], 1)
+    assert emb.id == encoder_id
+    samples = read_run_table(run, "00_ingest")
+    assert samples.column("sample_id").to_pylist() == emb_t.column("sample_id").to_pylist()
+    assert np.array_equal(emb(samples.column("image").to_pylist()), stage_vec)
+    # explicit keys equal to embed's: the same shared state; other keys: its own fit
+    same = EmbedParams(encoder="pixels", dim=8, fit_samples=20)
+    assert Embedder.for_stage(ctx, same, [], 1).id == encoder_id
+    other = Embedder.for_stage(ctx, EmbedParams(encoder="pixels", dim=4), samples.column("image").to_pylist(), 1)
+    assert other.id != encoder_id
+    # the stages used it: adainf names the encoder; generate's calibrated tau is that of embed's vectors
+    assert read_run_table(run, "04_inflate_adainf").column("encoder").to_pylist() == [encoder_id]
+    tau = float(min(1.0, np.quantile(real_nn_stats(None, stage_vec, seed=0)["cosine"], 0.99)))
+    assert summary["stages"]["03_inflate_generate"]["counters"]["cosine_tau"] == round(tau, 6)
