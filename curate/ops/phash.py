@@ -42,6 +42,21 @@ def _lanes(h: int, w: int) -> int:
     return 32 if h * w <= 32 * 32 else 8
 
 
+# images of at least this many pixels are resized one at a time (lanczos.resize_large_kernel)
+LARGE_MIN = 64 * 64
+
+
+def _large(h: int, w: int, out_h: int, out_w: int, order: str) -> bool:
+    """Whether the one-image-at-a-time kernels apply: both passes, Pillow's horizontal-first order."""
+    return order == "hv" and h * w >= LARGE_MIN and h != out_h and w != out_w
+
+
+def _geometry_int(h: int, w: int, out_h: int, out_w: int):
+    hs, hk = lanczos.band_int(w, out_w)
+    vs, vk = lanczos.band_int(h, out_h)
+    return hs, hk, vs, vk
+
+
 def _geometry(h: int, w: int, out_h: int, out_w: int):
     hs, hw = lanczos.band(w, out_w)
     vs, vw = lanczos.band(h, out_h)
@@ -79,6 +94,9 @@ def _resize(gray: np.ndarray, out_h: int, out_w: int, order: str | None = None) 
     if order == "pil":
         return _pil_resize(gray, out_h, out_w)
     out = np.empty((n, out_h, out_w), np.float64)
+    if _large(h, w, out_h, out_w, order):
+        lanczos.resize_large_kernel(gray, *_geometry_int(h, w, out_h, out_w), out)
+        return out
     lanczos.resize_kernel(gray, order == "hv", *_geometry(h, w, out_h, out_w), _lanes(h, w), out)
     return out
 
@@ -134,9 +152,13 @@ def _phash(gray: np.ndarray, thumbs: np.ndarray | None = None) -> np.ndarray:
     hashes = np.empty(n, np.uint64)
     ambiguous = np.empty(n, np.bool_)
     want = thumbs is not None
-    lanczos.phash_kernel(gray, order == "hv", *_geometry(h, w, 32, 32), lanczos.dct_taps(),
-                         lanczos.sorting_network(64), _lanes(h, w),
-                         hashes, ambiguous, thumbs if want else np.empty((0, 16, 16), np.uint8), want)
+    out_thumbs = thumbs if want else np.empty((0, 16, 16), np.uint8)
+    if _large(h, w, 32, 32, order):
+        lanczos.phash_large_kernel(gray, *_geometry_int(h, w, 32, 32), lanczos.dct_taps(),
+                                   lanczos.sorting_network(64), _lanes(h, w), hashes, ambiguous, out_thumbs, want)
+    else:
+        lanczos.phash_kernel(gray, order == "hv", *_geometry(h, w, 32, 32), lanczos.dct_taps(),
+                             lanczos.sorting_network(64), _lanes(h, w), hashes, ambiguous, out_thumbs, want)
     # our DCT sums in another order than fftpack (~1e-12 relative): where the two middle
     # coefficients are that close a bit is a coin flip between them, so redo those images with
     # imagehash's own code
