@@ -363,6 +363,54 @@ def _vpass(ht, hs, vstart, vk, taps, out_w, pad, dst, lanes, j):
             dst[U((y * out_w + x) * lanes + j)] = _dot1(ht, U(x * hs + s), vk[y], taps)
 
 
+@nb.njit(**_INLINE)
+def _vfirst(flat, w, vstart, vk, taps, acc, vb, ws):
+    """Vertical pass first (Pillow's order for tall images): rows of vb (out_h, ws) int32 =
+    clip8 of whole input rows weighted and summed, vectorised along the row."""
+    for y in range(vstart.shape[0]):
+        s = vstart[y]
+        for c in range(w):
+            acc[U(c)] = I32(_HALF)
+        for t in range(taps):
+            wt = vk[y, U(t)]
+            row = U((s + t) * w)
+            for c in range(w):
+                acc[U(c)] = I32(acc[U(c)] + I32(flat[row + U(c)]) * wt)
+        o = U(y * ws)
+        for c in range(w):
+            vb[o + U(c)] = _clip8(acc[U(c)])
+
+
+@nb.njit(**_INLINE)
+def _hsecond(vb, ws, out_h, hstart, hk, taps, dst, lanes, j):
+    """Horizontal pass over the vertical result vb (out_h, ws) -> dst[(y * out_w + x) * lanes + j]."""
+    out_w = hstart.shape[0]
+    y0 = 0
+    while y0 + ROWS <= out_h:
+        for x in range(out_w):
+            _dot4(vb, U(y0 * ws + hstart[x]), ws, hk[x], taps, dst, U((y0 * out_w + x) * lanes + j), out_w * lanes)
+        y0 += ROWS
+    for y in range(y0, out_h):
+        for x in range(out_w):
+            dst[U((y * out_w + x) * lanes + j)] = _dot1(vb, U(y * ws + hstart[x]), hk[x], taps)
+
+
+@nb.njit(**_JIT)
+def _resize_one_vh(flat, h, w, hstart, hk, vstart, vk, acc, ht, dst, lanes, j):
+    """:func:`_resize_one` in the other order (vertical pass first); ht holds (out_h, w + htaps)."""
+    ws = w + hk.shape[1]
+    _vfirst(flat, w, vstart, vk, vk.shape[1], acc, ht, ws)
+    _hsecond(ht, ws, vstart.shape[0], hstart, hk, hk.shape[1], dst, lanes, j)
+
+
+@nb.njit(**_JIT)
+def _resize_any(hfirst, flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j):
+    if hfirst:
+        _resize_one(flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j)
+    else:
+        _resize_one_vh(flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j)
+
+
 @nb.njit(**_JIT)
 def _resize_one(flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j):
     """Pillow's two-pass Lanczos of one image (flat uint8 run of h * w with readable slack) ->
@@ -376,9 +424,7 @@ def _resize_one(flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j):
     htaps = hk.shape[1]
     vtaps = vk.shape[1]
     hs = h + vtaps  # row stride of ht
-    if htaps == 16:
-        _hpass(flat, h, w, hstart, hk, 16, ht, hs)
-    elif htaps == 32:
+    if htaps == 32:
         _hpass(flat, h, w, hstart, hk, 32, ht, hs)
     elif htaps == 48:
         _hpass(flat, h, w, hstart, hk, 48, ht, hs)
@@ -399,11 +445,12 @@ def _resize_one(flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j):
 
 
 @nb.njit(**_JIT)
-def _one_buffers(h, w, out_w, htaps, vtaps):
-    """Padded copy of one image (slack for padded taps), 4 int32 outputs, transposed pass buffer."""
-    flat = np.zeros(h * w + htaps + ROWS * w, np.uint8)
-    pad = np.zeros(ROWS, np.int32)
-    ht = np.zeros(out_w * (h + vtaps), np.int32)
+def _one_buffers(h, w, out_h, out_w, htaps, vtaps):
+    """Padded copy of one image (slack for padded taps of either pass), an int32 accumulator row
+    (4 outputs of the vertical pass, or a whole input row), the intermediate pass buffer."""
+    flat = np.zeros(h * w + (vtaps + ROWS) * w + htaps, np.uint8)
+    pad = np.zeros(max(ROWS, w), np.int32)
+    ht = np.zeros(max(out_w * (h + vtaps), (out_h + ROWS) * (w + htaps)), np.int32)
     return flat, pad, ht
 
 
@@ -420,16 +467,17 @@ def _image(gray, whole, i, flat):
 
 
 @nb.njit(**_JIT)
-def resize_large_kernel(gray, hstart, hk, vstart, vk, out):
-    """(N, H, W) uint8 -> out (N, out_h, out_w) float64, one image at a time (:func:`_resize_one`)."""
+def resize_large_kernel(gray, hfirst, hstart, hk, vstart, vk, out):
+    """(N, H, W) uint8 -> out (N, out_h, out_w) float64, one image at a time (:func:`_resize_one`;
+    ``hfirst`` False: vertical pass first)."""
     n, h, w = gray.shape
     out_h = vstart.shape[0]
     out_w = hstart.shape[0]
-    flat, pad, ht = _one_buffers(h, w, out_w, hk.shape[1], vk.shape[1])
+    flat, pad, ht = _one_buffers(h, w, out_h, out_w, hk.shape[1], vk.shape[1])
     whole = gray.reshape(n * h * w)
     for i in range(n):
         src = _image(gray, whole, i, flat)
-        _resize_one(src, h, w, hstart, hk, vstart, vk, pad, ht, out[i].reshape(out_h * out_w), 1, 0)
+        _resize_any(hfirst, src, h, w, hstart, hk, vstart, vk, pad, ht, out[i].reshape(out_h * out_w), 1, 0)
 
 
 @lru_cache(maxsize=8)
@@ -532,12 +580,12 @@ def phash_kernel(gray, hfirst, hstart, hw, vstart, vw, dct, network, lanes, hash
 
 
 @nb.njit(**_JIT)
-def phash_large_kernel(gray, hstart, hk, vstart, vk, dct, network, lanes, hashes, ambiguous, thumbs,
+def phash_large_kernel(gray, hfirst, hstart, hk, vstart, vk, dct, network, lanes, hashes, ambiguous, thumbs,
                        want_thumbs):
     """:func:`phash_kernel` for large images: each resized on its own (:func:`_resize_one`, int32
-    bands from :func:`band_int`, horizontal pass first) into a block of lanes, then hashed."""
+    bands from :func:`band_int`) into a block of lanes, then hashed."""
     n, h, w = gray.shape
-    flat, pad, ht = _one_buffers(h, w, 32, hk.shape[1], vk.shape[1])
+    flat, pad, ht = _one_buffers(h, w, 32, 32, hk.shape[1], vk.shape[1])
     whole = gray.reshape(n * h * w)
     px = np.zeros((32 + 2 * GROUP) * 32 * lanes, np.float64)  # slack: the DCT's padded taps read it
     work = _hash_work(lanes)
@@ -545,5 +593,5 @@ def phash_large_kernel(gray, hstart, hk, vstart, vk, dct, network, lanes, hashes
         nl = min(lanes, n - s0)
         for j in range(nl):
             src = _image(gray, whole, s0 + j, flat)
-            _resize_one(src, h, w, hstart, hk, vstart, vk, pad, ht, px, lanes, j)
+            _resize_any(hfirst, src, h, w, hstart, hk, vstart, vk, pad, ht, px, lanes, j)
         _hash_block(px, s0, nl, lanes, dct, network, work, hashes, ambiguous, thumbs, want_thumbs)
