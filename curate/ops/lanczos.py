@@ -6,7 +6,7 @@ horizontal and a vertical pass; each output is ``clip8((2^21 + sum(pixel * k)) >
 weights are scaled by 2^-22 (a power of two), so every product and partial sum is exact in
 float64 and ``floor(0.5 + sum)`` clipped to 0..255 equals Pillow's result bit for bit.
 
-Speed comes from two things a dense matrix product lacks:
+Speed comes from three things a dense matrix product lacks:
 
 * **banded taps**: an output reads only the 6-7 inputs its filter support covers (more when
   downscaling), not the whole row;
@@ -18,6 +18,11 @@ Speed comes from two things a dense matrix product lacks:
 
 Indices are ``uintp`` so numba emits no negative-index wraparound checks (those block
 vectorisation).
+
+Images from ~64x64 px up (CT and MR slices: 256-512 px) and every dHash take a second family of
+kernels (:func:`resize_large_kernel`, :func:`phash_large_kernel`): one image at a time, in
+Pillow's int32 arithmetic, as row-blocked dot products read straight from the uint8 image. A
+block of 512 px lanes would not fit in cache, and filling it costs more than the filtering.
 """
 
 from __future__ import annotations

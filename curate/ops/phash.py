@@ -13,8 +13,9 @@ Bits are read row-major, first bit most significant, so ``int(str(imagehash.phas
 equals our uint64 value.
 
 The resize reproduces Pillow's fixed-point Lanczos resampler bit for bit
-(``curate.ops.lanczos``: banded taps over blocks of image lanes, compiled with numba, with the
-DCT fused in). The RGB->L conversion is Pillow's integer formula. The median and the bit order
+(``curate.ops.lanczos``: banded taps over blocks of image lanes for small images, one image at a
+time in Pillow's int32 arithmetic for large ones and for dHash, compiled with numba, with the DCT
+fused in; Pillow 13 picks the cheaper pass order per geometry, probed once). The RGB->L conversion is Pillow's integer formula. The median and the bit order
 are imagehash's; where our DCT's summation order could flip a bit (two middle coefficients within
 1e-9 relative), the image is redone with imagehash's own fftpack calls.
 """
