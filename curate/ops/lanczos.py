@@ -462,9 +462,9 @@ def _one_buffers(h, w, out_h, out_w, htaps, vtaps):
 @nb.njit(**_JIT)
 def _image(gray, whole, i, flat):
     """Image i as a flat uint8 run with readable slack after it: padded taps (zero weight) of the
-    last rows read on into the next image, or, for the last image, into a zero-padded copy."""
+    last rows read on into the next images where enough follow, else into a zero-padded copy."""
     size = gray.shape[1] * gray.shape[2]
-    if i + 1 < gray.shape[0]:
+    if (i + 1) * size + (flat.shape[0] - size) <= whole.shape[0]:
         return whole[i * size:]
     for p in range(size):
         flat[U(p)] = whole[U(i * size + p)]

@@ -61,6 +61,10 @@ def test_large_kernel_is_pillow_lanczos_exactly(shape, out):
     rng = np.random.default_rng(shape[0] * 7 + shape[1])
     imgs = rng.integers(0, 256, (3, *shape), dtype=np.uint8)
     hs, hk, vs, vk = P._geometry_int(*shape, *out)
+    flat, _, _ = L._one_buffers(*shape, *out, hk.shape[1], vk.shape[1])
+    whole = imgs.reshape(-1)
+    for i in range(3):  # every view keeps the slack its padded taps read inside the batch
+        assert L._image(imgs, whole, i, flat).size >= flat.size
     got = np.empty((3, *out))
     hfirst = P._pass_order(*shape, *out) == "hv"  # Pillow 13 runs the cheaper pass first
     L.resize_large_kernel(imgs, hfirst, hs, hk, vs, vk, got)
