@@ -284,8 +284,10 @@ def resize_kernel(gray, hfirst, hstart, hw, vstart, vw, lanes, out):
 
 
 # ------------------------------------------------------------- large images: one image at a time
-# Above ~64 px a block of image lanes no longer fits in cache and the lane transposes cost more
-# than the filtering. Here each image is resized on its own in Pillow's order and in Pillow's own
+# Above ~64 px (and for dHash's 9x8 at any size) a block of image lanes no longer pays: it spills
+# the cache and filling it costs more than the filtering. Here each image is resized on its own,
+# in the pass order Pillow picks (horizontal first for square and wide images; Pillow 13 runs the
+# vertical pass first where that is cheaper, see :func:`_resize_one_vh`) and in Pillow's own
 # int32 arithmetic (``ImagingResampleHorizontal_8bpc``: 2^21 + sum(pixel * k) >> 22, clipped):
 # the horizontal pass is a dot product of ``ROWS`` rows at once with each output's contiguous
 # window, read straight from the uint8 image (one weight load feeds ``ROWS`` multiplies; the tap
