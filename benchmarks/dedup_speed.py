@@ -1,8 +1,9 @@
 """Speed of the hash dedup kernels against their baselines, in one process on the same data.
 
 1. pHash / dHash: ``curate.ops.phash`` batched vs ``imagehash.phash`` / ``dhash`` one PIL image
-   at a time (Fashion-MNIST test images; ``--image-size`` upsamples them to test larger images).
-   Also checks the hashes agree bit for bit.
+   at a time (Fashion-MNIST test images; ``--image-size`` upsamples them to test larger images;
+   at 256 and 512 px, MR and CT slice sizes, also real images). Also checks the hashes agree bit
+   for bit.
 2. All-pairs Hamming <= t: ``curate.ops.hamming.pairs`` (multi-index hashing, exact) vs faiss
    ``IndexBinaryFlat.range_search`` on the same data: random 64-bit hashes plus planted
    near-duplicate clusters. faiss is brute force, O(n^2): it runs on ``--faiss-n`` rows and its
@@ -57,16 +58,48 @@ def best_of(fn, reps: int = 3, key: str | None = None) -> float:
 
 
 # ------------------------------------------------------------------------------------ pHash
-def bench_phash(n: int, size: int, baseline_n: int) -> None:
+def real_slices(n: int, size: int) -> np.ndarray:
+    """n real gray images at size x size: scikit-image's bundled photographs and micrographs and the
+    pydicom test CT, each resized (bicubic) and then rolled, flipped and contrast-changed in turn."""
+    from PIL import Image
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from skimage import data
+
+    from curate import imaging
+
+    srcs = [data.camera(), data.moon(), data.brick(), data.grass(), data.gravel(), data.cell(), data.clock(),
+            data.coins(), data.astronaut(), data.coffee(), data.chelsea(), data.rocket(),
+            imaging.to_uint8(dcmread(get_testdata_file("CT_small.dcm")).pixel_array)]
+    base = [np.asarray(Image.fromarray(phash.to_luma(s)).resize((size, size), Image.Resampling.BICUBIC)) for s in srcs]
+    out = []
+    for i in range(n):
+        img = base[i % len(base)]
+        k = i // len(base)
+        img = np.roll(img, (k * 37) % size, axis=k % 2)
+        if k % 3 == 1:
+            img = img[::-1]
+        if k % 4 == 2:
+            img = np.clip(img.astype(np.int16) * 5 // 4 - 20, 0, 255).astype(np.uint8)
+        out.append(img)
+    return np.ascontiguousarray(np.stack(out))
+
+
+def bench_phash(n: int, size: int, baseline_n: int, source: str = "fmnist") -> None:
     import imagehash
     from PIL import Image
 
-    imgs = load_fmnist(n)
-    if size != 28:
-        imgs = np.stack([np.asarray(Image.fromarray(x).resize((size, size), Image.Resampling.BICUBIC)) for x in imgs])
+    if source == "real":
+        imgs, what = real_slices(n, size), "real images (scikit-image data + pydicom CT)"
+    else:
+        imgs, what = load_fmnist(n), "Fashion-MNIST images"
+        if size != 28:
+            imgs = np.stack([np.asarray(Image.fromarray(x).resize((size, size), Image.Resampling.BICUBIC)) for x in imgs])
     pil = [Image.fromarray(x) for x in imgs[:baseline_n]]
-    print(f"\n## pHash / dHash: {n} Fashion-MNIST images at {size}x{size} (imagehash on {len(pil)}; "
-          f"curate hashes in blocks of {phash._lanes(size, size)} image lanes; both single-core)")
+    kernel = ("one image at a time" if phash._large(size, size, 32, 32, phash._pass_order(size, size, 32, 32))
+              else f"in blocks of {phash._lanes(size, size)} image lanes")
+    print(f"\n## pHash / dHash: {n} {what} at {size}x{size} (imagehash on {len(pil)}; "
+          f"curate pHash resizes {kernel}; both single-core)")
     phash.phash_batch(imgs[:8])  # warm the weight caches
     for name, ours, ref in [("phash", phash.phash_batch, imagehash.phash), ("dhash", phash.dhash_batch, imagehash.dhash)]:
         # interleaved rounds of similar length, best per-image time of each side: robust to the
@@ -91,6 +124,11 @@ def bench_phash(n: int, size: int, baseline_n: int) -> None:
         print(f"{name}: imagehash {w_ref * 1e6:8.1f} us/img | curate {w_ours * 1e6:7.2f} us/img | "
               f"ratio {w_ref / w_ours:6.1f}x (cpu-time ratio {c_ref / c_ours:5.1f}x) | "
               f"hashes identical {agree:.4f}, bits {bits:.6f}")
+        RESULTS[f"{name}_{size}px_{source}_ratio"] = f"{w_ref / w_ours:.1f}"
+        RESULTS[f"{name}_{size}px_{source}_identical"] = f"{agree:.4f}"
+
+
+RESULTS: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------------------------- Hamming
@@ -290,8 +328,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phash-n", type=int, default=10000, help="images hashed by curate")
     ap.add_argument("--imagehash-n", type=int, default=2000, help="images hashed by imagehash (baseline)")
-    ap.add_argument("--image-size", type=int, nargs="+", default=[28, 128, 512],
-                    help="image sizes to test (512: a CT slice's size)")
+    ap.add_argument("--image-size", type=int, nargs="+", default=[28, 128, 256, 512],
+                    help="image sizes to test (256, 512: MR and CT slice sizes)")
+    ap.add_argument("--phash-source", choices=["fmnist", "real", "both"], default="both",
+                    help="images for pHash: Fashion-MNIST upsampled to each size, or real images "
+                         "(scikit-image data + pydicom CT) for sizes >= 256 ('both')")
     ap.add_argument("--hamming-n", type=int, default=200_000)
     ap.add_argument("--faiss-n", type=int, default=30_000)
     ap.add_argument("--threshold", type=int, default=10)
@@ -308,7 +349,10 @@ def main() -> None:
     if "phash" in only:
         for size in a.image_size:
             n = a.phash_n if size <= 64 else max(500, a.phash_n // 10) if size <= 256 else 200
-            bench_phash(n, size, min(a.imagehash_n, n))
+            sources = ["fmnist", "real"] if a.phash_source == "both" and size >= 256 else \
+                ["fmnist"] if a.phash_source == "both" else [a.phash_source]
+            for source in sources:
+                bench_phash(n, size, min(a.imagehash_n, n), source)
     if "hamming" in only:
         bench_hamming(a.hamming_n, a.faiss_n, a.threshold, a.workers, a.splits)
     if "multihash" in only:
@@ -316,6 +360,8 @@ def main() -> None:
             bench_multihash(a.hamming_n, t, a.workers, a.splits)
     if "minhash" in only:
         bench_minhash(a.minhash_n, a.num_perm)
+    for k, v in RESULTS.items():
+        print(f"{k}: {v}")
 
 
 if __name__ == "__main__":

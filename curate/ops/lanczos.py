@@ -6,7 +6,7 @@ horizontal and a vertical pass; each output is ``clip8((2^21 + sum(pixel * k)) >
 weights are scaled by 2^-22 (a power of two), so every product and partial sum is exact in
 float64 and ``floor(0.5 + sum)`` clipped to 0..255 equals Pillow's result bit for bit.
 
-Speed comes from two things a dense matrix product lacks:
+Speed comes from three things a dense matrix product lacks:
 
 * **banded taps**: an output reads only the 6-7 inputs its filter support covers (more when
   downscaling), not the whole row;
@@ -18,6 +18,11 @@ Speed comes from two things a dense matrix product lacks:
 
 Indices are ``uintp`` so numba emits no negative-index wraparound checks (those block
 vectorisation).
+
+Images from ~64x64 px up (CT and MR slices: 256-512 px) and every dHash take a second family of
+kernels (:func:`resize_large_kernel`, :func:`phash_large_kernel`): one image at a time, in
+Pillow's int32 arithmetic, as row-blocked dot products read straight from the uint8 image. A
+block of 512 px lanes would not fit in cache, and filling it costs more than the filtering.
 """
 
 from __future__ import annotations
@@ -72,11 +77,11 @@ GROUP = 3  # taps summed per sweep over the lanes (register accumulation; measur
 
 
 @lru_cache(maxsize=256)
-def band(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+def band(in_size: int, out_size: int, group: int = GROUP) -> tuple[np.ndarray, np.ndarray]:
     """Banded form of :func:`resample_matrix`: window starts (out,) and weights (out, taps) x 2^-22.
 
     Every window has the same tap count (the widest support, zero-padded to a multiple of
-    ``GROUP``) so the kernels need no per-output lengths; zero weights add exactly nothing. Padded
+    ``group``) so the kernels need no per-output lengths; zero weights add exactly nothing. Padded
     taps may index past the input row: the kernels' buffers carry slack for that, holding finite
     values only.
     """
@@ -84,7 +89,7 @@ def band(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     lo = np.array([np.flatnonzero(r).min() if r.any() else 0 for r in mat])
     hi = np.array([np.flatnonzero(r).max() + 1 if r.any() else 0 for r in mat])
     real = int(min(max(1, (hi - lo).max()), in_size))
-    taps = -(-real // GROUP) * GROUP
+    taps = -(-real // group) * group
     start = np.clip(lo, 0, in_size - real).astype(np.int64)
     weights = np.zeros((out_size, taps), np.float64)
     for o in range(out_size):
@@ -278,6 +283,210 @@ def resize_kernel(gray, hfirst, hstart, hw, vstart, vw, lanes, out):
                     out[s0 + j, y, x] = r[U((y * out_w + x) * lanes + j)]
 
 
+# ------------------------------------------------------------- large images: one image at a time
+# Above ~64 px (and for dHash's 9x8 at any size) a block of image lanes no longer pays: it spills
+# the cache and filling it costs more than the filtering. Here each image is resized on its own,
+# in the pass order Pillow picks (horizontal first for square and wide images; Pillow 13 runs the
+# vertical pass first where that is cheaper, see :func:`_resize_one_vh`) and in Pillow's own
+# int32 arithmetic (``ImagingResampleHorizontal_8bpc``: 2^21 + sum(pixel * k) >> 22, clipped):
+# the horizontal pass is a dot product of ``ROWS`` rows at once with each output's contiguous
+# window, read straight from the uint8 image (one weight load feeds ``ROWS`` multiplies; the tap
+# loop vectorises as an integer reduction, exact in any order); its uint8-valued result is stored
+# transposed so the vertical pass is the same dot product again, ``ROWS`` columns at once.
+ROWS = 4  # rows (columns) filtered together (register accumulators)
+ROW_GROUP = 16  # tap padding of the large-image bands (one AVX-512 vector of int32)
+_HALF = 1 << (PRECISION_BITS - 1)
+I32 = np.int32
+
+
+@lru_cache(maxsize=256)
+def band_int(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`band` as Pillow's int32 coefficients, taps padded to ``ROW_GROUP``."""
+    start, w = band(in_size, out_size, ROW_GROUP)
+    k = np.ascontiguousarray(np.round(w * _ONE).astype(np.int32))
+    k.setflags(write=False)
+    return start, k
+
+
+@nb.njit(**_JIT)
+def _clip8(a):
+    return min(max(a >> PRECISION_BITS, 0), 255)
+
+
+_INLINE = dict(_JIT, inline="always")
+
+
+@nb.njit(**_INLINE)
+def _dot4(src, b0, stride, kx, taps, hdst, o, ostride):
+    """hdst[o + k * ostride] = clip8(2^21 + src[b0 + k * stride : +taps] . kx), k < ROWS = 4."""
+    b1, b2, b3 = b0 + U(stride), b0 + U(2 * stride), b0 + U(3 * stride)
+    a0 = a1 = a2 = a3 = I32(_HALF)
+    for t in range(taps):
+        wt = kx[U(t)]
+        a0 = I32(a0 + I32(src[b0 + U(t)]) * wt)
+        a1 = I32(a1 + I32(src[b1 + U(t)]) * wt)
+        a2 = I32(a2 + I32(src[b2 + U(t)]) * wt)
+        a3 = I32(a3 + I32(src[b3 + U(t)]) * wt)
+    hdst[o] = _clip8(a0)
+    hdst[o + U(ostride)] = _clip8(a1)
+    hdst[o + U(2 * ostride)] = _clip8(a2)
+    hdst[o + U(3 * ostride)] = _clip8(a3)
+
+
+@nb.njit(**_INLINE)
+def _dot1(src, b0, kx, taps):
+    a0 = I32(_HALF)
+    for t in range(taps):
+        a0 = I32(a0 + I32(src[b0 + U(t)]) * kx[U(t)])
+    return _clip8(a0)
+
+
+@nb.njit(**_INLINE)
+def _hpass(flat, h, w, hstart, hk, taps, ht, hs):
+    """Horizontal pass of one image into ht (out_w, hs) int32, transposed."""
+    out_w = hstart.shape[0]
+    r0 = 0
+    while r0 + ROWS <= h:
+        for x in range(out_w):
+            _dot4(flat, U(r0 * w + hstart[x]), w, hk[x], taps, ht, U(x * hs + r0), 1)
+        r0 += ROWS
+    for r in range(r0, h):
+        for x in range(out_w):
+            ht[U(x * hs + r)] = _dot1(flat, U(r * w + hstart[x]), hk[x], taps)
+
+
+@nb.njit(**_INLINE)
+def _vpass(ht, hs, vstart, vk, taps, out_w, pad, dst, lanes, j):
+    """Vertical pass from ht (out_w, hs) -> dst[(y * out_w + x) * lanes + j] as float64."""
+    for y in range(vstart.shape[0]):
+        s = vstart[y]
+        x0 = 0
+        while x0 + ROWS <= out_w:
+            _dot4(ht, U(x0 * hs + s), hs, vk[y], taps, pad, 0, 1)
+            for k in range(ROWS):
+                dst[U((y * out_w + x0 + k) * lanes + j)] = pad[k]
+            x0 += ROWS
+        for x in range(x0, out_w):
+            dst[U((y * out_w + x) * lanes + j)] = _dot1(ht, U(x * hs + s), vk[y], taps)
+
+
+@nb.njit(**_INLINE)
+def _vfirst(flat, w, vstart, vk, taps, acc, vb, ws):
+    """Vertical pass first (Pillow's order for tall images): rows of vb (out_h, ws) int32 =
+    clip8 of whole input rows weighted and summed, vectorised along the row."""
+    for y in range(vstart.shape[0]):
+        s = vstart[y]
+        for c in range(w):
+            acc[U(c)] = I32(_HALF)
+        for t in range(taps):
+            wt = vk[y, U(t)]
+            row = U((s + t) * w)
+            for c in range(w):
+                acc[U(c)] = I32(acc[U(c)] + I32(flat[row + U(c)]) * wt)
+        o = U(y * ws)
+        for c in range(w):
+            vb[o + U(c)] = _clip8(acc[U(c)])
+
+
+@nb.njit(**_INLINE)
+def _hsecond(vb, ws, out_h, hstart, hk, taps, dst, lanes, j):
+    """Horizontal pass over the vertical result vb (out_h, ws) -> dst[(y * out_w + x) * lanes + j]."""
+    out_w = hstart.shape[0]
+    y0 = 0
+    while y0 + ROWS <= out_h:
+        for x in range(out_w):
+            _dot4(vb, U(y0 * ws + hstart[x]), ws, hk[x], taps, dst, U((y0 * out_w + x) * lanes + j), out_w * lanes)
+        y0 += ROWS
+    for y in range(y0, out_h):
+        for x in range(out_w):
+            dst[U((y * out_w + x) * lanes + j)] = _dot1(vb, U(y * ws + hstart[x]), hk[x], taps)
+
+
+@nb.njit(**_JIT)
+def _resize_one_vh(flat, h, w, hstart, hk, vstart, vk, acc, ht, dst, lanes, j):
+    """:func:`_resize_one` in the other order (vertical pass first); ht holds (out_h, w + htaps)."""
+    ws = w + hk.shape[1]
+    _vfirst(flat, w, vstart, vk, vk.shape[1], acc, ht, ws)
+    _hsecond(ht, ws, vstart.shape[0], hstart, hk, hk.shape[1], dst, lanes, j)
+
+
+@nb.njit(**_JIT)
+def _resize_any(hfirst, flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j):
+    if hfirst:
+        _resize_one(flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j)
+    else:
+        _resize_one_vh(flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j)
+
+
+@nb.njit(**_JIT)
+def _resize_one(flat, h, w, hstart, hk, vstart, vk, pad, ht, dst, lanes, j):
+    """Pillow's two-pass Lanczos of one image (flat uint8 run of h * w with readable slack) ->
+    dst[(y * out_w + x) * lanes + j] as float64.
+
+    ht ((out_w * (h + vtaps),) int32, slack 0) holds the horizontal result transposed. The
+    common tap counts are dispatched to copies with a constant trip count (about 1.4x faster:
+    the tap loop then compiles without remainder handling).
+    """
+    out_w = hstart.shape[0]
+    htaps = hk.shape[1]
+    vtaps = vk.shape[1]
+    hs = h + vtaps  # row stride of ht
+    if htaps == 32:
+        _hpass(flat, h, w, hstart, hk, 32, ht, hs)
+    elif htaps == 48:
+        _hpass(flat, h, w, hstart, hk, 48, ht, hs)
+    elif htaps == 64:
+        _hpass(flat, h, w, hstart, hk, 64, ht, hs)
+    elif htaps == 96:
+        _hpass(flat, h, w, hstart, hk, 96, ht, hs)
+    elif htaps == 192:
+        _hpass(flat, h, w, hstart, hk, 192, ht, hs)
+    else:
+        _hpass(flat, h, w, hstart, hk, htaps, ht, hs)
+    if vtaps == 48:
+        _vpass(ht, hs, vstart, vk, 48, out_w, pad, dst, lanes, j)
+    elif vtaps == 96:
+        _vpass(ht, hs, vstart, vk, 96, out_w, pad, dst, lanes, j)
+    else:
+        _vpass(ht, hs, vstart, vk, vtaps, out_w, pad, dst, lanes, j)
+
+
+@nb.njit(**_JIT)
+def _one_buffers(h, w, out_h, out_w, htaps, vtaps):
+    """Padded copy of one image (slack for padded taps of either pass), an int32 accumulator row
+    (4 outputs of the vertical pass, or a whole input row), the intermediate pass buffer."""
+    flat = np.zeros(h * w + (vtaps + ROWS) * w + htaps, np.uint8)
+    pad = np.zeros(max(ROWS, w), np.int32)
+    ht = np.zeros(max(out_w * (h + vtaps), (out_h + ROWS) * (w + htaps)), np.int32)
+    return flat, pad, ht
+
+
+@nb.njit(**_JIT)
+def _image(gray, whole, i, flat):
+    """Image i as a flat uint8 run with readable slack after it: padded taps (zero weight) of the
+    last rows read on into the next images where enough follow, else into a zero-padded copy."""
+    size = gray.shape[1] * gray.shape[2]
+    if (i + 1) * size + (flat.shape[0] - size) <= whole.shape[0]:
+        return whole[i * size:]
+    for p in range(size):
+        flat[U(p)] = whole[U(i * size + p)]
+    return flat
+
+
+@nb.njit(**_JIT)
+def resize_large_kernel(gray, hfirst, hstart, hk, vstart, vk, out):
+    """(N, H, W) uint8 -> out (N, out_h, out_w) float64, one image at a time (:func:`_resize_one`;
+    ``hfirst`` False: vertical pass first)."""
+    n, h, w = gray.shape
+    out_h = vstart.shape[0]
+    out_w = hstart.shape[0]
+    flat, pad, ht = _one_buffers(h, w, out_h, out_w, hk.shape[1], vk.shape[1])
+    whole = gray.reshape(n * h * w)
+    for i in range(n):
+        src = _image(gray, whole, i, flat)
+        _resize_any(hfirst, src, h, w, hstart, hk, vstart, vk, pad, ht, out[i].reshape(out_h * out_w), 1, 0)
+
+
 @lru_cache(maxsize=8)
 def sorting_network(n: int) -> np.ndarray:
     """Comparator pairs (i, j), i < j, of Batcher's odd-even merge sort for n = 2^k inputs (Knuth
@@ -326,6 +535,39 @@ def _median_bits(low, lanes, nl, network, srt, med, big, hashes, ambiguous, s0):
 
 
 @nb.njit(**_JIT)
+def _hash_block(px, s0, nl, lanes, dct, network, work, hashes, ambiguous, thumbs, want_thumbs):
+    """DCT, median bits and thumbnails of the 32x32 images in px (32, 32, lanes)."""
+    rows, cols, low, srt, med, big, zero8 = work
+    width = 32 * lanes
+    _pass(px, width, zero8, dct, False, rows)  # D8 @ P: (8 k, 32 cols, lanes)
+    _swap_into(rows, 8, 32, lanes, cols, 0)  # (32 cols, 8 k, lanes)
+    _pass(cols, 8 * lanes, zero8, dct, False, low)
+    _median_bits(low, lanes, nl, network, srt, med, big, hashes, ambiguous, s0)
+    if want_thumbs:
+        for y in range(16):
+            for x2 in range(16):
+                o0 = U(((2 * y) * 32 + 2 * x2) * lanes)
+                o1 = U(((2 * y + 1) * 32 + 2 * x2) * lanes)
+                for j in range(nl):
+                    q = np.int32(px[o0 + U(j)] + px[o0 + U(lanes + j)] + px[o1 + U(j)] + px[o1 + U(lanes + j)])
+                    t4 = q >> 2
+                    rem = q & 3
+                    if rem == 3 or (rem == 2 and (t4 & 1) == 1):
+                        t4 += 1
+                    thumbs[s0 + j, y, x2] = t4
+
+
+@nb.njit(**_JIT)
+def _hash_work(lanes):
+    width = 32 * lanes
+    return (np.zeros((8 + GROUP) * width, np.float64),
+            np.zeros((32 + 2 * GROUP) * 8 * lanes, np.float64),
+            np.zeros((8 + GROUP) * 8 * lanes, np.float64),  # D8 @ P @ D8^T: (8 m, 8 k, lanes)
+            np.zeros(64 * lanes, np.float64), np.zeros(lanes, np.float64), np.zeros(lanes, np.float64),
+            np.zeros(8, np.int64))
+
+
+@nb.njit(**_JIT)
 def phash_kernel(gray, hfirst, hstart, hw, vstart, vw, dct, network, lanes, hashes, ambiguous, thumbs,
                  want_thumbs):
     """Fused pHash: Pillow resize to 32x32, top-left 8x8 of the 2-D DCT-II, median bits.
@@ -337,30 +579,26 @@ def phash_kernel(gray, hfirst, hstart, hw, vstart, vw, dct, network, lanes, hash
     """
     n = gray.shape[0]
     a, b, c = _buffers(gray.shape[1], gray.shape[2], 32, 32, lanes)
-    width = 32 * lanes
-    zero8 = np.zeros(8, np.int64)
-    rows = np.zeros((8 + GROUP) * width, np.float64)
-    cols = np.zeros((32 + 2 * GROUP) * 8 * lanes, np.float64)
-    low = np.zeros((8 + GROUP) * 8 * lanes, np.float64)  # D8 @ P @ D8^T: (8 m, 8 k, lanes)
-    srt = np.zeros(64 * lanes, np.float64)
-    med = np.zeros(lanes, np.float64)
-    big = np.zeros(lanes, np.float64)
+    work = _hash_work(lanes)
     for s0 in range(0, n, lanes):
         nl = min(lanes, n - s0)
         px = _resize_block(gray, s0, nl, hfirst, hstart, hw, vstart, vw, lanes, a, b, c)
-        _pass(px, width, zero8, dct, False, rows)  # D8 @ P: (8 k, 32 cols, lanes)
-        _swap_into(rows, 8, 32, lanes, cols, 0)  # (32 cols, 8 k, lanes)
-        _pass(cols, 8 * lanes, zero8, dct, False, low)
-        _median_bits(low, lanes, nl, network, srt, med, big, hashes, ambiguous, s0)
-        if want_thumbs:
-            for y in range(16):
-                for x2 in range(16):
-                    o0 = U(((2 * y) * 32 + 2 * x2) * lanes)
-                    o1 = U(((2 * y + 1) * 32 + 2 * x2) * lanes)
-                    for j in range(nl):
-                        q = np.int32(px[o0 + U(j)] + px[o0 + U(lanes + j)] + px[o1 + U(j)] + px[o1 + U(lanes + j)])
-                        t4 = q >> 2
-                        rem = q & 3
-                        if rem == 3 or (rem == 2 and (t4 & 1) == 1):
-                            t4 += 1
-                        thumbs[s0 + j, y, x2] = t4
+        _hash_block(px, s0, nl, lanes, dct, network, work, hashes, ambiguous, thumbs, want_thumbs)
+
+
+@nb.njit(**_JIT)
+def phash_large_kernel(gray, hfirst, hstart, hk, vstart, vk, dct, network, lanes, hashes, ambiguous, thumbs,
+                       want_thumbs):
+    """:func:`phash_kernel` for large images: each resized on its own (:func:`_resize_one`, int32
+    bands from :func:`band_int`) into a block of lanes, then hashed."""
+    n, h, w = gray.shape
+    flat, pad, ht = _one_buffers(h, w, 32, 32, hk.shape[1], vk.shape[1])
+    whole = gray.reshape(n * h * w)
+    px = np.zeros((32 + 2 * GROUP) * 32 * lanes, np.float64)  # slack: the DCT's padded taps read it
+    work = _hash_work(lanes)
+    for s0 in range(0, n, lanes):
+        nl = min(lanes, n - s0)
+        for j in range(nl):
+            src = _image(gray, whole, s0 + j, flat)
+            _resize_any(hfirst, src, h, w, hstart, hk, vstart, vk, pad, ht, px, lanes, j)
+        _hash_block(px, s0, nl, lanes, dct, network, work, hashes, ambiguous, thumbs, want_thumbs)

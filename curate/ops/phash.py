@@ -13,8 +13,9 @@ Bits are read row-major, first bit most significant, so ``int(str(imagehash.phas
 equals our uint64 value.
 
 The resize reproduces Pillow's fixed-point Lanczos resampler bit for bit
-(``curate.ops.lanczos``: banded taps over blocks of image lanes, compiled with numba, with the
-DCT fused in). The RGB->L conversion is Pillow's integer formula. The median and the bit order
+(``curate.ops.lanczos``: banded taps over blocks of image lanes for small images, one image at a
+time in Pillow's int32 arithmetic for large ones and for dHash, compiled with numba, with the DCT
+fused in; Pillow 13 picks the cheaper pass order per geometry, probed once). The RGB->L conversion is Pillow's integer formula. The median and the bit order
 are imagehash's; where our DCT's summation order could flip a bit (two middle coefficients within
 1e-9 relative), the image is redone with imagehash's own fftpack calls.
 """
@@ -40,6 +41,25 @@ def _lanes(h: int, w: int) -> int:
     if LANES:
         return LANES
     return 32 if h * w <= 32 * 32 else 8
+
+
+# images of at least this many pixels are resized one at a time (lanczos.resize_large_kernel);
+# small outputs (dHash's 9x8) always are
+LARGE_MIN = 64 * 64
+
+
+def _large(h: int, w: int, out_h: int, out_w: int, order: str) -> bool:
+    """Whether the one-image-at-a-time kernels apply: both passes, a known Pillow pass order, and an image large enough (or an output small enough) that they are faster (measured at 28 to
+    512 px: below ~64x64 px the lane kernels win for pHash's 32x32; for dHash's 9x8 the one-image
+    kernels win at every size)."""
+    return (order in ("hv", "vh") and h != out_h and w != out_w
+            and (h * w >= LARGE_MIN or out_h * out_w < 32 * 32))
+
+
+def _geometry_int(h: int, w: int, out_h: int, out_w: int):
+    hs, hk = lanczos.band_int(w, out_w)
+    vs, vk = lanczos.band_int(h, out_h)
+    return hs, hk, vs, vk
 
 
 def _geometry(h: int, w: int, out_h: int, out_w: int):
@@ -79,6 +99,9 @@ def _resize(gray: np.ndarray, out_h: int, out_w: int, order: str | None = None) 
     if order == "pil":
         return _pil_resize(gray, out_h, out_w)
     out = np.empty((n, out_h, out_w), np.float64)
+    if _large(h, w, out_h, out_w, order):
+        lanczos.resize_large_kernel(gray, order == "hv", *_geometry_int(h, w, out_h, out_w), out)
+        return out
     lanczos.resize_kernel(gray, order == "hv", *_geometry(h, w, out_h, out_w), _lanes(h, w), out)
     return out
 
@@ -134,9 +157,13 @@ def _phash(gray: np.ndarray, thumbs: np.ndarray | None = None) -> np.ndarray:
     hashes = np.empty(n, np.uint64)
     ambiguous = np.empty(n, np.bool_)
     want = thumbs is not None
-    lanczos.phash_kernel(gray, order == "hv", *_geometry(h, w, 32, 32), lanczos.dct_taps(),
-                         lanczos.sorting_network(64), _lanes(h, w),
-                         hashes, ambiguous, thumbs if want else np.empty((0, 16, 16), np.uint8), want)
+    out_thumbs = thumbs if want else np.empty((0, 16, 16), np.uint8)
+    if _large(h, w, 32, 32, order):
+        lanczos.phash_large_kernel(gray, order == "hv", *_geometry_int(h, w, 32, 32), lanczos.dct_taps(),
+                                   lanczos.sorting_network(64), _lanes(h, w), hashes, ambiguous, out_thumbs, want)
+    else:
+        lanczos.phash_kernel(gray, order == "hv", *_geometry(h, w, 32, 32), lanczos.dct_taps(),
+                             lanczos.sorting_network(64), _lanes(h, w), hashes, ambiguous, out_thumbs, want)
     # our DCT sums in another order than fftpack (~1e-12 relative): where the two middle
     # coefficients are that close a bit is a coin flip between them, so redo those images with
     # imagehash's own code

@@ -59,3 +59,39 @@ def test_batch_chunking_does_not_change_hashes(monkeypatch):
     full = P.phash_batch(imgs)
     monkeypatch.setattr(P, "LANES", 5)
     np.testing.assert_array_equal(P.phash_batch(imgs), full)
+
+
+def _real_images(size: int) -> list[np.ndarray]:
+    """Real photographs and scans (scikit-image's bundled data, the pydicom test CT) brought to
+    size x size, plus rolled, flipped, darkened and contrast-stretched variants of each: 60 images."""
+    from skimage import data
+
+    sources = [data.camera(), data.moon(), data.brick(), data.grass(), data.gravel(), data.cell(),
+               data.clock(), data.coins(), data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    out = []
+    for src in [*sources, P.to_luma(np.asarray(Image.fromarray(ct_slice())))]:
+        img = np.asarray(Image.fromarray(P.to_luma(src)).resize((size, size), Image.Resampling.BICUBIC))
+        out += [img, np.roll(img, size // 7, axis=1), img[::-1].copy(), (img // 2).astype(np.uint8),
+                np.clip(img.astype(np.int16) * 3 // 2 - 40, 0, 255).astype(np.uint8)]
+    return out[:60]
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_hashes_agree_with_imagehash_at_ct_sizes(size):
+    """CT / MR slice sizes take the one-image-at-a-time kernels: bit-identical on real images."""
+    imgs = np.stack(_real_images(size))
+    ph, dh = P.phash_batch(imgs), P.dhash_batch(imgs)
+    assert [P.to_hex(h) for h in ph] == [str(imagehash.phash(Image.fromarray(i))) for i in imgs]
+    assert [P.to_hex(h) for h in dh] == [str(imagehash.dhash(Image.fromarray(i))) for i in imgs]
+
+
+def test_rgb_and_non_square_slices_agree_with_imagehash():
+    from skimage import data
+
+    rgb = np.stack([data.astronaut()[:384], data.immunohistochemistry()[:384], data.astronaut()[128:, ::-1]])
+    assert rgb.shape == (3, 384, 512, 3)
+    assert list(P.phash_batch(rgb)) == [_ref(imagehash.phash, x) for x in rgb]
+    assert list(P.dhash_batch(rgb)) == [_ref(imagehash.dhash, x) for x in rgb]
+    tall = np.ascontiguousarray(np.stack([data.camera()[:, 100:357], data.moon()[:, :257]]))  # 512 x 257
+    assert list(P.phash_batch(tall)) == [_ref(imagehash.phash, x) for x in tall]
+    assert list(P.dhash_batch(tall)) == [_ref(imagehash.dhash, x) for x in tall]
