@@ -139,3 +139,33 @@ def greedy_keep_first(n: int, src: np.ndarray, dst: np.ndarray, sim: np.ndarray,
                 rep[node] = cand
                 break
     return keep, rep
+
+
+def keep_first_over_nodes(node: np.ndarray, rank: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                          sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-level keep-first decisions when rows collapse into nodes (identical hashes / signatures).
+
+    ``node[row]`` is the node of every row, ``rank[row]`` its source-order rank, and
+    ``(src, dst, sim)`` the verified edges between nodes. The first row (by rank) of each node
+    stands for it and its other rows are its copies; nodes are decided by
+    :func:`greedy_keep_first` (no chaining). Returns per row ``(keep, rep, cluster)``: ``rep`` is
+    the kept row it is removed in favour of (itself when kept), ``cluster`` the first row of its
+    connected component. Used by ``dedup.phash`` and ``dedup.minhash``.
+    """
+    node = np.asarray(node, np.int64)
+    rank = np.asarray(rank, np.int64)
+    n = node.size
+    m = int(node.max()) + 1 if n else 0
+    node_rank = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(node_rank, node, rank)
+    keep_n, rep_n = greedy_keep_first(m, src, dst, sim, node_rank)
+    head = np.full(m, -1, np.int64)
+    by_rank = np.lexsort((np.arange(n), rank))
+    head[node[by_rank][::-1]] = by_rank[::-1]
+    is_head = head[node] == np.arange(n)
+    keep = is_head & keep_n[node]
+    rep = np.where(keep_n[node], head[node], head[rep_n[node]])
+    rep = np.where(keep, np.arange(n), rep)
+    cluster_n = representatives(components(m, src, dst), node_rank)
+    return keep, rep, head[cluster_n[node]]
+

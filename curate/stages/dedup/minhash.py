@@ -151,7 +151,6 @@ class MinHashDedup(GlobalStage):
     @staticmethod
     def _decide(ctx: StageContext, sigs: np.ndarray, rank: np.ndarray, p: MinHashParams):
         """(keep, rep, cluster) per signature row: LSH candidates verified >= threshold, greedy keep-first."""
-        m = sigs.shape[0]
         # identical signatures (exact duplicate texts) are one node for LSH
         _, first, inverse = np.unique(sigs, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
@@ -164,18 +163,7 @@ class MinHashDedup(GlobalStage):
         u = uniq.shape[0]
         code = np.unique(np.concatenate([x[0] * u + x[1] for x in results])) if results else np.zeros(0, np.int64)
         i, j, jac = mh.verify_pairs(uniq, code // max(u, 1), code % max(u, 1), p.threshold)
-        node_rank = np.full(u, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(node_rank, inverse, np.asarray(rank, np.int64))
-        keep_n, rep_n = unionfind.greedy_keep_first(u, i, j, jac, node_rank)
-        head = np.full(u, -1, np.int64)
-        by_rank = np.lexsort((np.arange(m), rank))
-        head[inverse[by_rank][::-1]] = by_rank[::-1]
-        is_head = head[inverse] == np.arange(m)
-        keep = is_head & keep_n[inverse]
-        rep = np.where(keep_n[inverse], head[inverse], head[rep_n[inverse]])
-        rep = np.where(keep, np.arange(m), rep)
-        cluster_n = unionfind.representatives(unionfind.components(u, i, j), node_rank)
-        return keep, rep, head[cluster_n[inverse]]
+        return unionfind.keep_first_over_nodes(inverse, rank, i, j, jac)
 
     @staticmethod
     def _hashes(ctx: StageContext, table: pa.Table, part: np.ndarray) -> dict[str, pa.Table]:

@@ -29,21 +29,7 @@ def find_near_duplicates(h: np.ndarray, t: int, rank: np.ndarray, groups: np.nda
     n = h.size
     node, nfirst, ei, ej, ed = candidate_edges(h, t, groups, thumbs, max_diff, mapper, splits, extra,
                                                edge_filter)
-    m = nfirst.size
-    node_rank = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(node_rank, node, np.asarray(rank, np.int64))
-    keep_n, rep_n = unionfind.greedy_keep_first(m, ei, ej, -ed.astype(np.float64), node_rank)
-    # the first row (by rank) of each node stands for it; other rows of a node are its copies
-    head = np.full(m, -1, np.int64)
-    by_rank = np.lexsort((np.arange(n), rank))
-    head[node[by_rank][::-1]] = by_rank[::-1]
-    is_head = head[node] == np.arange(n)
-    keep = is_head & keep_n[node]
-    rep = np.where(keep_n[node], head[node], head[rep_n[node]])
-    rep = np.where(keep, np.arange(n), rep)
-    labels_n = unionfind.components(m, ei, ej)
-    cluster_n = unionfind.representatives(labels_n, node_rank)
-    cluster = head[cluster_n[node]]
+    keep, rep, cluster = unionfind.keep_first_over_nodes(node, rank, ei, ej, -ed.astype(np.float64))
     diff = np.zeros(n)
     if thumbs is not None and max_diff is not None and n:
         diff = pair_diff(thumbs, np.arange(n), rep).astype(np.float64)
