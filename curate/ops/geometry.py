@@ -104,18 +104,6 @@ def candidate_warps(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT) ->
             yield e
 
 
-def align(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT) -> tuple[np.ndarray, bool]:
-    """The best mild warp (2x3, float32) with ``b(W x) ~ a(x)`` for two thumbnails, and whether one was mild."""
-    best, best_rms = None, math.inf
-    for w in candidate_warps(a, b, spec):
-        r = residual(a, b, w, spec)
-        if r is not None and r[0] < best_rms:
-            best, best_rms = w, r[0]
-    if best is None:
-        return next(candidate_warps(a, b, spec)), False
-    return best, True
-
-
 def warp_params(warp: np.ndarray, side: int) -> tuple[float, float, float, float, float]:
     """(rotation deg, scale_x, scale_y, shear, centre shift in px) of an affine warp (QR decomposition)."""
     m = warp[:, :2].astype(np.float64)
@@ -206,7 +194,7 @@ def verify_thumbs(a: np.ndarray, b: np.ndarray, spec: VerifySpec = DEFAULT,
         # a near-constant picture (sky, blank slice): noise-level residue is all any two of them leave
         return False, 0.0, (f"too little structure to verify: detail {detail:.2f} < {spec.min_detail} "
                             f"and residual {rms:.2f} > {spec.identical_rms} gray levels")
-    ok = rms <= limit
+    ok = _passes(best, spec)  # one rule for the early stop and the decision
     text = (f"aligned: rot {rot:.1f}° scale ({sx:.2f},{sy:.2f}) shift ({best_w[0, 2]:.1f},{best_w[1, 2]:.1f}) "
             f"of {a.shape[0]} px; residual {rms:.2f} {'<=' if ok else '>'} {limit:.2f} gray levels; "
             f"corr {corr:.3f} over {share:.0%}")

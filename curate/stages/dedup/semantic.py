@@ -43,6 +43,7 @@ from curate import io, schemas
 from curate.config import StageParams, execution_field
 from curate.ops import semdedup as sd
 from curate.stage import GlobalStage, StageContext
+from curate.stages.dedup._images import sample_files
 
 METHOD = "semantic"
 
@@ -226,11 +227,8 @@ def _bisect(count, target: int, n: int, iters: int = 30) -> float:
 
 def _locate(ctx: StageContext, pids: tuple[str, ...], ids: list[str]) -> tuple[list[str], np.ndarray]:
     """Samples file of every partition and (partition index, row) of every embedded id (ids only read)."""
-    paths, where = [], {}
-    for k, pid in enumerate(pids):
-        path = next((ctx._path(up, "samples", pid) for up in reversed(ctx.producers("samples"))
-                     if io.exists(ctx._path(up, "samples", pid))), None)
-        paths.append(path or "")
+    paths, where = sample_files(ctx, pids), {}
+    for k, path in enumerate(paths):
         if path:
             for r, sid in enumerate(io.read_parquet(path, columns=["sample_id"]).column("sample_id").to_pylist()):
                 where[sid] = (k, r)
