@@ -26,7 +26,6 @@ weights, ~10k img/s of features on one CPU core at 32 px.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from curate.encoders.base import Encoder, EncoderOptions
+from curate.encoders.pixels import ProjectionEncoder
 
 BINS = 8
 # block weights (gradients at fine cells, coarse cells, pixels at S, pixels at S/2); chosen on
@@ -86,22 +86,12 @@ class GradPixFeatures(nn.Module):
         return torch.cat(parts, 1)
 
 
-class GradPixEncoder(Encoder):
-    needs_fit = True
+class GradPixEncoder(ProjectionEncoder):
+    kind = "gradpix"
+    default_dim = 128
 
-    def __init__(self, opts: EncoderOptions):
-        super().__init__()
-        self.image_size = opts.image_size or 32
-        self.channels = opts.channels or 1
-        self.dim = opts.dim or 128
-        self.whiten = opts.whiten
-        self.mean = (0.0,) * self.channels
-        self.std = (1.0,) * self.channels
-        self.features = GradPixFeatures(self.channels, self.image_size, opts.extra.get("block_weights", WEIGHTS))
-        self.name = f"gradpix-{self.image_size}px-{'c' if self.channels == 3 else 'g'}-pca{self.dim}" + \
-            ("-white" if self.whiten else "")
-        self.components = 0
-        self.fit_samples = 0
+    def feature_map(self, opts: EncoderOptions) -> nn.Module:
+        return GradPixFeatures(self.channels, self.image_size, opts.extra.get("block_weights", WEIGHTS))
 
     def preprocessing(self) -> dict:
         d = super().preprocessing()
@@ -135,20 +125,6 @@ class GradPixEncoder(Encoder):
             A[:k], b[:k] = _pca(x, k, self.whiten)
         self.set_state(A * scale[None, :], b, k)  # PCA(scale * f) = (A * scale) f + b
         self.fit_samples = int(n)
-
-    def set_state(self, A: np.ndarray, b: np.ndarray, components: int) -> None:
-        lin = nn.Linear(A.shape[1], A.shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(A, np.float32)))
-            lin.bias.copy_(torch.from_numpy(np.ascontiguousarray(b, np.float32)))
-        self.module = nn.Sequential(self.features, lin).eval()
-        self.components = int(components)
-        self.weights_digest = hashlib.sha256(A.tobytes() + b.tobytes()).hexdigest()[:12]
-
-    def state(self) -> dict[str, np.ndarray]:
-        lin = self.module[1]
-        return {"A": lin.weight.detach().cpu().numpy(), "b": lin.bias.detach().cpu().numpy(),
-                "components": np.array(self.components), "fit_samples": np.array(self.fit_samples)}
 
 
 def _pca(x: np.ndarray, k: int, whiten: bool) -> tuple[np.ndarray, np.ndarray]:

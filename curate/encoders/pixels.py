@@ -12,6 +12,8 @@ are zero (cosine is unaffected) and ``components`` in the metadata says so.
 
 from __future__ import annotations
 
+import hashlib
+
 import faiss
 import numpy as np
 import torch
@@ -20,22 +22,47 @@ from torch import nn
 from curate.encoders.base import Encoder, EncoderOptions
 
 
-class PixelsEncoder(Encoder):
+class ProjectionEncoder(Encoder):
+    """A fixed feature map followed by a fitted linear projection (``y = A f(x) + b``): the state
+    that ``pixels`` and ``gradpix`` share (options, name, the projection layer and its saved state)."""
+
     needs_fit = True
+    kind = "pixels"
+    default_dim = 64
 
     def __init__(self, opts: EncoderOptions):
         super().__init__()
         self.image_size = opts.image_size or 32
         self.channels = opts.channels or 1
-        self.dim = opts.dim or 64
+        self.dim = opts.dim or self.default_dim
         self.whiten = opts.whiten
         self.mean = (0.0,) * self.channels
         self.std = (1.0,) * self.channels
-        self.name = f"pixels-{self.image_size}px-{'c' if self.channels == 3 else 'g'}-pca{self.dim}" + \
+        self.features = self.feature_map(opts)
+        self.name = f"{self.kind}-{self.image_size}px-{'c' if self.channels == 3 else 'g'}-pca{self.dim}" + \
             ("-white" if self.whiten else "")
         self.components = 0
         self.fit_samples = 0
 
+    def feature_map(self, opts: EncoderOptions) -> nn.Module:
+        return nn.Flatten()
+
+    def set_state(self, A: np.ndarray, b: np.ndarray, components: int) -> None:
+        lin = nn.Linear(A.shape[1], A.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(A, np.float32)))
+            lin.bias.copy_(torch.from_numpy(np.ascontiguousarray(b, np.float32)))
+        self.module = nn.Sequential(self.features, lin).eval()
+        self.components = int(components)
+        self.weights_digest = hashlib.sha256(A.tobytes() + b.tobytes()).hexdigest()[:12]
+
+    def state(self) -> dict[str, np.ndarray]:
+        lin = self.module[1]
+        return {"A": lin.weight.detach().cpu().numpy(), "b": lin.bias.detach().cpu().numpy(),
+                "components": np.array(self.components), "fit_samples": np.array(self.fit_samples)}
+
+
+class PixelsEncoder(ProjectionEncoder):
     def preprocessing(self) -> dict:
         d = super().preprocessing()
         d.update(pca_dim=self.dim, components=self.components, whiten=self.whiten, fit="faiss.PCAMatrix",
@@ -62,22 +89,6 @@ class PixelsEncoder(Encoder):
             b[:k] = faiss.vector_to_array(pca.b)
         self.set_state(A, b, k)
         self.fit_samples = int(n)
-
-    def set_state(self, A: np.ndarray, b: np.ndarray, components: int) -> None:
-        lin = nn.Linear(A.shape[1], A.shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(A))
-            lin.bias.copy_(torch.from_numpy(b))
-        self.module = nn.Sequential(nn.Flatten(), lin).eval()
-        self.components = int(components)
-        import hashlib
-
-        self.weights_digest = hashlib.sha256(A.tobytes() + b.tobytes()).hexdigest()[:12]
-
-    def state(self) -> dict[str, np.ndarray]:
-        lin = self.module[1]
-        return {"A": lin.weight.detach().cpu().numpy(), "b": lin.bias.detach().cpu().numpy(),
-                "components": np.array(self.components), "fit_samples": np.array(self.fit_samples)}
 
 
 def build(arg: str | None, opts: EncoderOptions) -> Encoder:
