@@ -93,3 +93,24 @@ def test_flat_and_mismatched_shapes_are_rejected_with_a_reason():
 def test_empty_input():
     ok, score, detail = geometry.verify_pairs([], np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert ok.shape == (0,) and score.dtype == np.float64 and detail == []
+
+
+def test_near_blank_copies_are_told_apart_by_their_noise_grain():
+    """Near-blank frames (a dark surround, an empty slice) leave noise-level residue against any other
+    near-blank frame; only a copy carries the same noise pattern. A brightened, a JPEG-90 and a
+    1-degree-rotated copy are verified; frames with the same level and other noise are not."""
+    def frame(seed):
+        rng = np.random.default_rng(seed)
+        return np.clip(40 + rng.normal(0, 1.5, (64, 64)) + 0.5, 0, 255).astype(np.uint8)
+
+    a = frame(0)
+    copies = [np.clip(a * 1.1 + 0.5, 0, 255).astype(np.uint8), _jpeg(a, 90), _rot(a, 1)]
+    others = [frame(s) for s in range(1, 6)]
+    imgs = [a] + copies + others
+    n = len(imgs)
+    ok, _, detail = geometry.verify_pairs(imgs, np.zeros(n - 1, np.int64), np.arange(1, n))
+    assert ok[:3].all(), detail[:3]
+    assert not ok[3:].any(), detail[3:]
+    strict = geometry.VerifySpec(min_noise_corr=1.01)  # the old rule: only the same pixels
+    ok, _, _ = geometry.verify_pairs(imgs[:4], np.zeros(3, np.int64), np.arange(1, 4), strict)
+    assert not ok[1:].all()

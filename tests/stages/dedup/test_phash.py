@@ -128,7 +128,7 @@ def test_border_crop_of_a_small_image_found_through_crop_views(tmp_path):
     assert not d["keep"] and d["representative_id"] == rows[0]["sample_id"]
     assert "(crop view)" in d["reason"] and 64 - round(d["score"] * 64) <= 6
     assert all(dec[r["sample_id"]]["keep"] for r in rows[:-1])
-    dec, _ = run(tmp_path / "no_views", {"p0": rows}, crop_views=[])
+    dec, _ = run(tmp_path / "no_views", {"p0": rows}, crop_views=[], spectral=False)
     assert dec[rows[-1]["sample_id"]]["keep"]  # the hash alone misses it
 
 
@@ -141,3 +141,41 @@ def test_many_identical_images_with_crop_views_stay_cheap(tmp_path):
     kept = [r["sample_id"] for r in rows if dec[r["sample_id"]]["keep"]]
     assert kept == [rows[0]["sample_id"], rows[500]["sample_id"]]  # the 6x6 blank is a copy too
     assert all(dec[r["sample_id"]]["representative_id"] == rows[0]["sample_id"] for r in rows[1:500])
+
+
+def test_shifted_rolled_and_rotated_copies_found_through_spectral_candidates(tmp_path):
+    """A 3-px wrap-around shift, a 3-px one-sided crop and a 4-degree rotation of real photo tiles
+    move pHash past t=6; the Fourier-magnitude candidates + geometric check remove them, and the
+    distinct tiles (neighbouring tiles of the same photos) all stay."""
+    import skimage.data as skd
+    from scipy import ndimage
+
+    import cv2
+
+    tiles = [img[y:y + 64, x:x + 64] for img in (skd.camera(), skd.moon(), skd.coins()[:256, :256])
+             for y in range(0, 256, 64) for x in range(0, 256, 64)]
+    tiles = [cv2.resize(t, (32, 32), interpolation=cv2.INTER_AREA) for t in tiles if t.std() > 8][:24]
+    copies = {"roll": np.roll(tiles[3], 3, axis=1), "shift": np.ascontiguousarray(tiles[7][3:]),
+              "rotate": np.clip(ndimage.rotate(tiles[9].astype(np.float32), 4, reshape=False, order=1,
+                                               mode="nearest") + 0.5, 0, 255).astype(np.uint8)}
+    rows = rows_for(tiles + list(copies.values()))
+    ids = [r["sample_id"] for r in rows]
+    h = [imagehash.phash(Image.fromarray(x)) for x in tiles + list(copies.values())]
+    assert min(h[-3] - h[3], h[-2] - h[7], h[-1] - h[9]) > 6  # the hash alone misses them
+    dec, _ = run(tmp_path / "on", {"p0": rows})
+    for k, (name, orig) in enumerate(zip(copies, (3, 7, 9))):
+        d = dec[ids[len(tiles) + k]]
+        assert not d["keep"], (name, d["reason"])
+        assert d["representative_id"] == ids[orig] and "Fourier-magnitude" in d["reason"]
+    assert all(dec[i]["keep"] for i in ids[:len(tiles)])
+    dec, _ = run(tmp_path / "off", {"p0": rows}, spectral=False)
+    assert all(dec[i]["keep"] for i in ids[len(tiles):])
+
+
+def test_spectral_candidates_need_geometric_verification():
+    from curate.stages.dedup.phash import PHashDedup
+
+    with pytest.raises(ValueError, match="verify_geometry"):
+        PHashDedup.Params(spectral=True, verify_geometry=False)
+    assert not PHashDedup.Params(scope="per_group").spectral_on
+    assert PHashDedup.Params().spectral_on

@@ -11,14 +11,17 @@ from curate import imaging
 from curate.errors import SampleError
 from curate.ops import phash
 from curate.stage import StageContext
+from curate.stages.dedup.phash.spectral import DIM as SPECTRAL_DIM
+from curate.stages.dedup.phash.spectral import descriptors
 from curate.stages.dedup.phash.views import crop_view_hashes
 
 HASH_BATCH = 4096
 
 
-def hash_rows(table: pa.Table, views: list[float], ctx: StageContext):
-    """(phash, dhash, thumbnails (n, 256), ok, view phash, view dhash, view thumbnails, view ok) of a
-    partition's rows; an undecodable image gets ``ok = False`` (quarantined by the reduce step)."""
+def hash_rows(table: pa.Table, views: list[float], ctx: StageContext, spectral: bool = False):
+    """(phash, dhash, thumbnails (n, 256), ok, view phash, view dhash, view thumbnails, view ok,
+    spectral descriptors (n, DIM) float16 or None) of a partition's rows; an undecodable image gets
+    ``ok = False`` (quarantined by the reduce step)."""
     n = table.num_rows
     ph = np.zeros(n, np.uint64)
     dh = np.zeros(n, np.uint64)
@@ -29,6 +32,7 @@ def hash_rows(table: pa.Table, views: list[float], ctx: StageContext):
     vdh = np.zeros((n, nv), np.uint64)
     vth = np.zeros((n, nv, 256), np.uint8)
     vok = np.zeros((n, nv), bool)
+    spec = np.zeros((n, SPECTRAL_DIM), np.float16) if spectral else None
     images = table.column("image")
     for lo in range(0, n, HASH_BATCH):
         arrays, rows = [], []
@@ -47,4 +51,6 @@ def hash_rows(table: pa.Table, views: list[float], ctx: StageContext):
             ok[rows] = True
             a, b, c, d = crop_view_hashes(arrays, views)
             vph[rows], vdh[rows], vth[rows], vok[rows] = a, b, c, d
-    return ph, dh, th, ok, vph, vdh, vth, vok
+            if spec is not None:
+                spec[rows] = descriptors(arrays)
+    return ph, dh, th, ok, vph, vdh, vth, vok, spec

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate import schemas
 from curate.config import StageParams, execution_field
@@ -22,6 +22,8 @@ from curate.stages.dedup._decisions import (
 from curate.stages.dedup._images import sample_files, verify_row_pairs
 from curate.stages.dedup.phash.decide import find_near_duplicates
 from curate.stages.dedup.phash.hash import hash_rows
+from curate.stages.dedup.phash.spectral import DIM as SPECTRAL_DIM
+from curate.stages.dedup.phash.spectral import candidate_pairs as spectral_pairs
 from curate.stages.dedup.phash.views import crop_view_pairs, view_distance
 
 DEFAULT_THRESHOLD = {"phash": 6, "dhash": 6}  # see the package docstring
@@ -46,6 +48,12 @@ class PHashParams(StageParams):
                                            "each share trimmed from every side, so a copy trimmed by about that "
                                            "much matches (perceptual hashes are not crop invariant); null = "
                                            "[0.04, 0.08] in global scope (copies), [] in per_group scope (slices)")
+    spectral: bool | None = Field(None, description="also propose pairs by Fourier-magnitude neighbours "
+                                  "(shift / crop / rotation tolerant, :mod:`.spectral`) for the geometric check; "
+                                  "null = on whenever verify_geometry is")
+    spectral_k: int = Field(2, ge=1, le=20, description="neighbours per row and descriptor proposed as candidates")
+    spectral_ratio: float = Field(0.7, gt=0.0, le=1.0, description="a neighbour is a candidate when its cosine "
+                                  "distance <= ratio x the mean distance of the row's neighbours ranked 6-20")
 
     @property
     def verifying(self) -> bool:
@@ -61,6 +69,17 @@ class PHashParams(StageParams):
             return list(self.crop_views)
         return [0.04, 0.08] if self.scope == "global" else []
 
+    @model_validator(mode="after")
+    def _spectral_needs_geometry(self) -> "PHashParams":
+        if self.spectral and not self.verifying_geometry:
+            raise ValueError("spectral candidates are not within the Hamming threshold, so they need "
+                             "verify_geometry: true (or set spectral: false)")
+        return self
+
+    @property
+    def spectral_on(self) -> bool:
+        return self.verifying_geometry if self.spectral is None else self.spectral
+
     @property
     def t(self) -> int:
         return DEFAULT_THRESHOLD[self.hash] if self.threshold is None else self.threshold
@@ -68,7 +87,7 @@ class PHashParams(StageParams):
 
 class PHashDedup(GlobalStage):
     key = "dedup.phash"
-    version = "3"
+    version = "4"
     Params = PHashParams
     inputs = ("samples",)
     outputs = ("decisions", "hashes")
@@ -83,12 +102,14 @@ class PHashDedup(GlobalStage):
         pa.field("view_phash", pa.list_(pa.uint64())),  # one per crop view; null where the image is too small
         pa.field("view_dhash", pa.list_(pa.uint64())),
         pa.field("view_thumb", pa.list_(pa.binary(256))),
+        pa.field("spectrum", pa.binary(2 * SPECTRAL_DIM)),  # float16 descriptors (:mod:`.spectral`); null if off
     ])
 
     def map(self, table: pa.Table, ctx: StageContext) -> pa.Table:
         n = table.num_rows
         nv = len(self.params.views)
-        ph, dh, th, ok, vph, vdh, vth, vok = hash_rows(table, self.params.views, ctx)
+        ph, dh, th, ok, vph, vdh, vth, vok, spec = hash_rows(table, self.params.views, ctx,
+                                                             spectral=self.params.spectral_on)
         ctx.count("hashed", int(ok.sum()))
         ctx.count("crop_views", int(vok.sum()))
 
@@ -108,6 +129,8 @@ class PHashDedup(GlobalStage):
             "view_dhash": lists(vdh, pa.uint64()),
             "view_thumb": lists(np.array([bytes(x) for x in vth.reshape(-1, 256)], dtype=object).reshape(n, nv)
                                 if nv else np.zeros((n, 0), object), pa.binary(256)),
+            "spectrum": pa.array([x.tobytes() for x in spec] if spec is not None else [None] * n,
+                                 pa.binary(2 * SPECTRAL_DIM), mask=~ok if spec is not None else None),
         }, schema=self.map_schema)
 
     def reduce(self, ctx: StageContext, mapped: dict[str, pa.Table]) -> dict[str, dict[str, pa.Table]]:
@@ -118,7 +141,11 @@ class PHashDedup(GlobalStage):
         col = table.column(p.hash)
         valid = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
         h = np.asarray(col.fill_null(0).to_numpy(), dtype=np.uint64)
+        rank = source_rank(table)
+        # rows in source order: node representatives, neighbour ties and pair orientation then do not
+        # depend on how the partitions were cut (the geometric verifier is not symmetric)
         rows = np.flatnonzero(valid)
+        rows = rows[np.argsort(rank[rows], kind="stable")]
         for i in np.flatnonzero(~valid).tolist():
             ctx.sample_error(SampleError("undecodable", "image bytes do not decode; no perceptual hash"),
                              table["source_uri"][i].as_py(), table["source_index"][i].as_py(),
@@ -132,15 +159,18 @@ class PHashDedup(GlobalStage):
         thumbs = None
         max_diff = p.max_diff if p.verifying else None
         if max_diff is not None:
-            thumbs = np.frombuffer(b"".join(table.column("thumb").filter(pa.array(valid)).to_pylist()),
+            thumbs = np.frombuffer(b"".join(table.column("thumb").take(pa.array(rows)).to_pylist()),
                                    np.uint8).reshape(rows.size, 256)
-        rank = source_rank(table)
         views = self._view_arrays(table, p.hash, rows)
         extra = None
         if views is not None:
             hv, tv, vok = views
             extra = crop_view_pairs(h[rows], hv, vok, t, groups, thumbs, tv, max_diff, ctx.map, p.splits)
             ctx.count("crop_view_pairs", int(extra[0].size))
+        spectral = self._spectral_pairs(ctx, table, rows, h[rows], groups) if p.spectral_on else None
+        if spectral is not None:
+            ctx.count("spectral_pairs", int(spectral[0].size))
+            extra = spectral if extra is None else tuple(np.concatenate([a, b]) for a, b in zip(extra, spectral))
         edge_filter = self._geometry_filter(ctx, part, rows) if p.verifying_geometry else None
         found = find_near_duplicates(h[rows], t, rank[rows], groups=groups, thumbs=thumbs, max_diff=max_diff,
                                      mapper=ctx.map, splits=p.splits, extra=extra, edge_filter=edge_filter)
@@ -154,19 +184,25 @@ class PHashDedup(GlobalStage):
         by_view = np.zeros(n, bool)
         if views is not None:  # a copy matched through a crop view: report that distance and difference
             vd, vx = view_distance(h[rows], hv, vok, found["rep"], thumbs, tv)
-            better = (vd < dist[rows]) & ~found["keep"]
+            better = (vd < dist[rows]) & (vd <= t) & ~found["keep"]
             by_view[rows] = better
             dist[rows] = np.where(better, vd, dist[rows])
             if thumbs is not None:
                 diff[rows] = np.where(better, vx, diff[rows])
-        score = 1.0 - dist / 64.0
+        # only a spectral candidate links it to its representative (not within t, or not the thumbnail check)
+        by_spectrum = ~keep & ~by_view & ((dist > t) | ((diff > max_diff) if max_diff is not None else False))
+        score = 1.0 - np.minimum(dist, 64) / 64.0
         check = f"; thumbnail diff {{:.1f}} <= {max_diff}" if max_diff is not None else ""
         check += "; alignment verified" if p.verifying_geometry else ""
-        reasons = np.array([f"{p.hash} hamming {d} <= {t} to representative" + (" (crop view)" if v else "")
-                            + check.format(x) for d, x, v in zip(dist.tolist(), diff.tolist(), by_view.tolist())],
+        reasons = np.array([(f"{p.hash} hamming {d} to representative: Fourier-magnitude neighbour (shift / crop / "
+                             f"rotation candidate); alignment verified" if s else
+                             f"{p.hash} hamming {d} <= {t} to representative" + (" (crop view)" if v else "")
+                             + check.format(x))
+                            for d, x, v, s in zip(dist.tolist(), diff.tolist(), by_view.tolist(), by_spectrum.tolist())],
                            dtype=object)
         ctx.count("removed", int((~keep).sum()))
         ctx.count("removed_by_crop_view", int((by_view & ~keep).sum()))
+        ctx.count("removed_by_spectrum", int(by_spectrum.sum()))
         ctx.count("duplicate_clusters", int(np.unique(cluster[(np.bincount(cluster, minlength=n)[cluster] > 1)]).size))
         ctx.count("no_hash", int((~valid).sum()))
         decisions = decisions_table(ctx, table, part, f"{p.hash}", rep, keep, cluster, score, reasons,
@@ -174,15 +210,36 @@ class PHashDedup(GlobalStage):
         hashes = self._hashes(ctx, table, part)
         return {pid: {"decisions": decisions[pid], "hashes": hashes[pid]} for pid in ctx.partitions}
 
+    def _spectral_pairs(self, ctx: StageContext, table: pa.Table, rows: np.ndarray, h: np.ndarray,
+                        groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(i, j, Hamming distance) of the Fourier-magnitude candidates among ``rows`` (:mod:`.spectral`)."""
+        from curate.ops import faiss_knn
+        from curate.stages.mine._common import work_dir
+
+        col = table.column("spectrum").combine_chunks().take(pa.array(rows))
+        if rows.size < 3 or col.null_count:  # map outputs without descriptors
+            return None
+        desc = np.frombuffer(b"".join(col.to_pylist()), np.float16).reshape(rows.size, SPECTRAL_DIM)
+        folder = work_dir(ctx, "spectral")
+
+        def knn(x: np.ndarray, k: int):
+            scores, ids, _ = faiss_knn.knn(x, k, folder, mapper=ctx.map)
+            return scores, ids
+
+        i, j = spectral_pairs(desc, self.params.spectral_k, self.params.spectral_ratio, knn, groups)
+        return i, j, np.bitwise_count(h[i] ^ h[j]).astype(np.int64)
+
     @staticmethod
     def _geometry_filter(ctx: StageContext, part: np.ndarray, rows: np.ndarray):
-        """The strict edge check: row pairs (indices into ``rows``) verified on their images, as tasks."""
+        """The strict edge check: row pairs (indices into ``rows``, in source order) verified on
+        their images, as tasks; each pair oriented earlier row first (the verifier is not symmetric)."""
         paths = sample_files(ctx, ctx.partitions)
         start = np.searchsorted(part, np.arange(len(ctx.partitions)))
         trows = np.arange(part.size)
         loc = np.column_stack([part, trows - start[part]]).astype(np.int64)[rows]
 
         def check(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+            i, j = np.minimum(i, j), np.maximum(i, j)
             ok, _ = verify_row_pairs(ctx, paths, loc, i, j)
             ctx.count("geometry_checked", int(i.size))
             ctx.count("geometry_rejected", int((~ok).sum()))
